@@ -1,0 +1,188 @@
+//! The agent: dials the hub, never listens, and answers queries against the
+//! local data sources under the administrator's own limits.
+
+mod backoff;
+mod query;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use backoff::Backoff;
+
+use crate::config::agent::{AgentConfig, SourceConfig};
+use crate::connectors::{self, Connector, ConnectorError};
+use crate::protocol::pb;
+use crate::transport::{quic, tls, Connection, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("source {source_name}: {error}")]
+    Source {
+        source_name: String,
+        error: ConnectorError,
+    },
+    #[error("cannot resolve hub address {address}: {detail}")]
+    Resolve { address: String, detail: String },
+    #[error("the hub refused this agent: {0}")]
+    Refused(String),
+    #[error("tunnel protocol: {0}")]
+    Protocol(#[from] crate::protocol::FrameError),
+    #[error("the hub did not answer the hello within {0:?}")]
+    HelloTimeout(Duration),
+}
+
+/// A configured source with its connector and concurrency permits.
+pub struct Source {
+    pub name: String,
+    pub config: SourceConfig,
+    pub connector: Arc<dyn Connector>,
+    realtime: Semaphore,
+    reload: Semaphore,
+}
+
+impl Source {
+    fn info(&self) -> pb::SourceInfo {
+        let limits = self.config.limits();
+        pb::SourceInfo {
+            name: self.name.clone(),
+            kind: self.connector.kind().into(),
+            modes: limits
+                .modes
+                .iter()
+                .map(|m| pb::Mode::from(*m) as i32)
+                .collect(),
+            read_only: self.config.read_only(),
+            max_rows: limits.max_rows,
+        }
+    }
+
+    fn permits(&self, mode: pb::Mode) -> &Semaphore {
+        if mode == pb::Mode::Reload {
+            &self.reload
+        } else {
+            &self.realtime
+        }
+    }
+}
+
+pub type Sources = Arc<HashMap<String, Arc<Source>>>;
+
+pub struct Agent {
+    config: AgentConfig,
+    sources: Sources,
+    endpoint: quinn::Endpoint,
+}
+
+/// How many query streams the hub may have open towards one agent.
+const MAX_QUERY_STREAMS: u32 = 512;
+
+impl Agent {
+    pub fn build(config: AgentConfig) -> Result<Agent, AgentError> {
+        let mut sources = HashMap::new();
+        for (name, sc) in &config.sources {
+            let connector = connectors::build(sc).map_err(|error| AgentError::Source {
+                source_name: name.clone(),
+                error,
+            })?;
+            let limits = sc.limits();
+            sources.insert(
+                name.clone(),
+                Arc::new(Source {
+                    name: name.clone(),
+                    config: sc.clone(),
+                    connector,
+                    realtime: Semaphore::new(limits.realtime_concurrency),
+                    reload: Semaphore::new(limits.reload_concurrency),
+                }),
+            );
+        }
+        let tls = tls::client_config(&config.hub.ca, &config.hub.cert, &config.hub.key)?;
+        let bind: SocketAddr = "[::]:0".parse().expect("static address");
+        let endpoint = quic::client_endpoint(bind, tls.clone(), MAX_QUERY_STREAMS)
+            .or_else(|_| quic::client_endpoint("0.0.0.0:0".parse().expect("static"), tls, MAX_QUERY_STREAMS))?;
+        Ok(Agent {
+            config,
+            sources: Arc::new(sources),
+            endpoint,
+        })
+    }
+
+    async fn connect(&self) -> Result<Connection, AgentError> {
+        let address = &self.config.hub.address;
+        let addr = tokio::net::lookup_host(address.as_str())
+            .await
+            .map_err(|e| AgentError::Resolve {
+                address: address.clone(),
+                detail: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| AgentError::Resolve {
+                address: address.clone(),
+                detail: "no addresses".into(),
+            })?;
+        let connecting = self
+            .endpoint
+            .connect(addr, self.config.hub.server_name())
+            .map_err(TransportError::from)?;
+        let conn = connecting.await.map_err(TransportError::from)?;
+        Ok(Connection::Quic(conn))
+    }
+
+    /// Keeps a tunnel to the hub until `shutdown`, reconnecting with jittered
+    /// exponential backoff; on shutdown, running queries get the drain timeout.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let hub = self.config.hub.address.clone();
+        while !shutdown.is_cancelled() {
+            let attempt = tokio::select! {
+                r = self.connect() => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match attempt {
+                Ok(conn) => {
+                    let remote = conn.remote_address();
+                    match session::run(&conn, &self.sources, &shutdown, self.config.drain_timeout()).await {
+                        Ok(()) => {
+                            info!(%hub, %remote, "tunnel closed");
+                            backoff.reset();
+                        }
+                        Err(AgentError::Refused(why)) => {
+                            warn!(%hub, reason = %why, "the hub refused this agent; check the tenant's agent list and the certificate");
+                        }
+                        Err(e) if shutdown.is_cancelled() => {
+                            info!(%hub, error = %e, "tunnel closed during shutdown");
+                        }
+                        Err(e) => {
+                            backoff.reset();
+                            warn!(%hub, error = %e, "tunnel lost");
+                        }
+                    }
+                }
+                Err(e) => warn!(%hub, error = %e, "cannot reach the hub"),
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let delay = backoff.next_delay();
+            info!(%hub, retry_in_ms = delay.as_millis() as u64, "reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+        info!("agent stopped");
+        Ok(())
+    }
+}

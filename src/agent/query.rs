@@ -1,0 +1,354 @@
+//! Serving one query stream: policy checks, the connector, and the frames back.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Source, Sources};
+use crate::connectors::{BatchPlan, BatchSink, ConnectorError, Output, QuerySpec};
+use crate::protocol::ipc::IpcEncoder;
+use crate::protocol::{catalog, pb, FrameError, FrameReader, FrameWriter};
+use crate::transport::{RecvHalf, SendHalf, PRIORITY_REALTIME, PRIORITY_RELOAD};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A refusal or failure reported to the hub as an `ErrorFrame`.
+#[derive(Debug)]
+struct Failure {
+    code: pb::ErrorCode,
+    message: String,
+    retryable: bool,
+}
+
+impl Failure {
+    fn new(code: pb::ErrorCode, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    fn frame(&self) -> pb::ResponseFrame {
+        pb::ResponseFrame {
+            frame: Some(pb::response_frame::Frame::Error(pb::ErrorFrame {
+                code: self.code as i32,
+                message: self.message.clone(),
+                retryable: self.retryable,
+            })),
+        }
+    }
+}
+
+impl From<ConnectorError> for Failure {
+    fn from(e: ConnectorError) -> Self {
+        Failure {
+            code: e.code(),
+            retryable: e.retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<FrameError> for Failure {
+    fn from(e: FrameError) -> Self {
+        Failure::new(pb::ErrorCode::Cancelled, format!("the hub went away: {e}"))
+    }
+}
+
+pub async fn serve(send: SendHalf, recv: RecvHalf, sources: &Sources, cancel: CancellationToken) {
+    let mut reader = FrameReader::new(recv, 0);
+    let mut writer = FrameWriter::new(send);
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, reader.expect::<pb::Request>("request")).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            warn!(error = %e, "malformed request from the hub");
+            let _ = writer
+                .send(&Failure::new(pb::ErrorCode::InvalidRequest, format!("malformed request: {e}")).frame())
+                .await;
+            writer.get_mut().finish();
+            return;
+        }
+        Err(_) => {
+            writer.get_mut().reset(crate::transport::CODE_CANCELLED);
+            return;
+        }
+    };
+    let started = Instant::now();
+    // A stopped stream (the client went away) cancels the query; the query
+    // future itself is never dropped mid-way, so connectors always get to
+    // cancel the statement in the database.
+    let stopped = writer.get_mut().stopped();
+    let cancelled_by_hub = cancel.clone();
+    let watch = async move {
+        stopped.await;
+        cancelled_by_hub.cancel();
+        std::future::pending::<()>().await
+    };
+    let outcome = tokio::select! {
+        r = handle(&request, sources, &mut writer, &cancel) => r,
+        _ = watch => unreachable!("the watcher never completes"),
+    };
+    let query_id = &request.query_id;
+    let source = &request.source;
+    let user = &request.user;
+    match outcome {
+        Ok(rows) => {
+            info!(%query_id, %source, %user, rows, ms = started.elapsed().as_millis() as u64, "query done");
+            writer.get_mut().finish();
+        }
+        Err(f) if f.code == pb::ErrorCode::Cancelled => {
+            info!(%query_id, %source, %user, reason = %f.message, "query cancelled");
+            writer.get_mut().reset(crate::transport::CODE_CANCELLED);
+        }
+        Err(f) => {
+            info!(%query_id, %source, %user, code = ?f.code, error = %f.message, "query failed");
+            if writer.send(&f.frame()).await.is_ok() {
+                writer.get_mut().finish();
+            }
+        }
+    }
+}
+
+fn source<'a>(sources: &'a Sources, name: &str) -> Result<&'a Source, Failure> {
+    sources.get(name).map(|s| s.as_ref()).ok_or_else(|| {
+        let mut known: Vec<&str> = sources.keys().map(String::as_str).collect();
+        known.sort();
+        Failure::new(
+            pb::ErrorCode::UnknownSource,
+            format!("this agent has no source {name:?}; it has: {}", known.join(", ")),
+        )
+    })
+}
+
+async fn handle(
+    request: &pb::Request,
+    sources: &Sources,
+    writer: &mut FrameWriter<SendHalf>,
+    cancel: &CancellationToken,
+) -> Result<u64, Failure> {
+    let src = source(sources, &request.source)?;
+    match &request.kind {
+        Some(pb::request::Kind::Query(q)) => run_query(request, q, src, writer, cancel).await,
+        Some(pb::request::Kind::Describe(d)) => {
+            let described = src.connector.describe(&d.sql).await?;
+            let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
+            let frame = pb::ResponseFrame {
+                frame: Some(pb::response_frame::Frame::Described(pb::DescribeResult {
+                    dataset_schema: described.schema.map(|s| enc.schema(&s).into()).unwrap_or_default(),
+                    parameter_schema: described.params.map(|s| enc.schema(&s).into()).unwrap_or_default(),
+                })),
+            };
+            writer.send(&frame).await?;
+            Ok(0)
+        }
+        Some(pb::request::Kind::ListTables(l)) => {
+            let tables = src.connector.list_tables(l.include_schema).await?;
+            let batch = catalog::to_batch(&tables).map_err(ConnectorError::from)?;
+            let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
+            send_schema(writer, &mut enc, &batch.schema()).await?;
+            send_batch(writer, &mut enc, &batch).await?;
+            send_end(writer, batch.num_rows() as u64, 0, Duration::ZERO, Duration::ZERO).await?;
+            Ok(batch.num_rows() as u64)
+        }
+        None => Err(Failure::new(pb::ErrorCode::InvalidRequest, "request names no operation")),
+    }
+}
+
+async fn send_schema(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, schema: &arrow::datatypes::Schema) -> Result<(), FrameError> {
+    let frame = pb::ResponseFrame {
+        frame: Some(pb::response_frame::Frame::Schema(pb::SchemaFrame {
+            ipc_header: enc.schema(schema).into(),
+        })),
+    };
+    w.send(&frame).await
+}
+
+/// A batch bigger than this is sent in slices, so no Flight message exceeds
+/// the 4 MiB gRPC default of common clients.
+const MAX_MESSAGE_BYTES: usize = 3 << 20;
+
+async fn send_batch(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, batch: &arrow::array::RecordBatch) -> Result<u64, Failure> {
+    let size = crate::connectors::batch_bytes(batch);
+    if size > MAX_MESSAGE_BYTES && batch.num_rows() > 1 {
+        let pieces = size.div_ceil(MAX_MESSAGE_BYTES / 2);
+        let step = batch.num_rows().div_ceil(pieces).max(1);
+        let mut sent = 0;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = step.min(batch.num_rows() - offset);
+            sent += send_one(w, enc, &batch.slice(offset, len)).await?;
+            offset += len;
+        }
+        return Ok(sent);
+    }
+    send_one(w, enc, batch).await
+}
+
+async fn send_one(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, batch: &arrow::array::RecordBatch) -> Result<u64, Failure> {
+    let (header, body) = enc.batch(batch).map_err(ConnectorError::from)?;
+    let frame = pb::ResponseFrame {
+        frame: Some(pb::response_frame::Frame::Batch(pb::BatchFrame {
+            ipc_header: header.into(),
+            rows: batch.num_rows() as u64,
+            body_len: body.len() as u64,
+        })),
+    };
+    w.send_with_body(&frame, &body).await?;
+    Ok(body.len() as u64)
+}
+
+async fn send_end(w: &mut FrameWriter<SendHalf>, rows: u64, bytes: u64, first: Duration, total: Duration) -> Result<(), FrameError> {
+    let frame = pb::ResponseFrame {
+        frame: Some(pb::response_frame::Frame::End(pb::EndFrame {
+            rows,
+            bytes,
+            first_batch_us: first.as_micros() as u64,
+            total_us: total.as_micros() as u64,
+        })),
+    };
+    w.send(&frame).await
+}
+
+async fn run_query(
+    request: &pb::Request,
+    q: &pb::Query,
+    src: &Source,
+    writer: &mut FrameWriter<SendHalf>,
+    cancel: &CancellationToken,
+) -> Result<u64, Failure> {
+    let started = Instant::now();
+    let mode = match pb::Mode::try_from(q.mode).unwrap_or(pb::Mode::Unspecified) {
+        pb::Mode::Unspecified => pb::Mode::Realtime,
+        m => m,
+    };
+    let limits = src.config.limits();
+    if !limits.modes.iter().any(|m| pb::Mode::from(*m) == mode) {
+        return Err(Failure::new(
+            pb::ErrorCode::ModeNotAllowed,
+            format!("source {:?} does not allow {} queries (the agent's administrator decides this)", src.name, mode.as_str_name()),
+        ));
+    }
+    let compression = pb::Compression::try_from(q.compression)
+        .map_err(|_| Failure::new(pb::ErrorCode::InvalidRequest, format!("unknown compression {}", q.compression)))?;
+    writer.get_mut().set_priority(if mode == pb::Mode::Reload { PRIORITY_RELOAD } else { PRIORITY_REALTIME });
+
+    let queue = Duration::from_secs(limits.queue_timeout_secs);
+    let _permit = tokio::time::timeout(queue, src.permits(mode).acquire())
+        .await
+        .map_err(|_| Failure {
+            code: pb::ErrorCode::Busy,
+            message: format!("source {:?} is running its maximum of {} queries; waited {queue:?} for a slot", src.name, mode.as_str_name().to_lowercase()),
+            retryable: true,
+        })?
+        .map_err(|_| Failure::new(pb::ErrorCode::Unavailable, "agent is shutting down"))?;
+
+    let params = if q.params_ipc.is_empty() {
+        None
+    } else {
+        let mut batches = crate::protocol::ipc::read_stream(&q.params_ipc)
+            .map_err(|e| Failure::new(pb::ErrorCode::InvalidRequest, format!("bad parameters: {e}")))?;
+        if batches.len() != 1 {
+            return Err(Failure::new(pb::ErrorCode::InvalidRequest, "parameters must be one record batch"));
+        }
+        batches.pop()
+    };
+    let spec = QuerySpec {
+        sql: q.sql.clone(),
+        params,
+        mode,
+        batches: BatchPlan::for_mode(mode, q.batch_rows),
+    };
+    let mut max_duration = Duration::from_secs(limits.max_duration_secs);
+    if request.deadline_ms > 0 {
+        max_duration = max_duration.min(Duration::from_millis(request.deadline_ms));
+    }
+    let max_rows = match (limits.max_rows, q.max_rows) {
+        (0, n) | (n, 0) => n,
+        (a, b) => a.min(b),
+    };
+
+    let (sink, mut rx) = BatchSink::channel();
+    let db_cancel = cancel.child_token();
+    let producer = async {
+        let r = src.connector.execute(&spec, &sink, &db_cancel).await;
+        drop(sink);
+        r
+    };
+    let consumer = async {
+        let mut enc = IpcEncoder::new(compression).map_err(ConnectorError::from)?;
+        let (mut rows, mut bytes, mut first) = (0u64, 0u64, None);
+        let mut schema_sent = false;
+        while let Some(out) = rx.recv().await {
+            match out {
+                Output::Schema(s) => {
+                    send_schema(writer, &mut enc, &s).await?;
+                    schema_sent = true;
+                }
+                Output::Batch(b) => {
+                    if !schema_sent {
+                        return Err(Failure::new(pb::ErrorCode::Internal, "connector sent a batch before the schema"));
+                    }
+                    rows += b.num_rows() as u64;
+                    if max_rows > 0 && rows > max_rows {
+                        return Err(Failure::new(
+                            pb::ErrorCode::LimitExceeded,
+                            format!("the result exceeds the {max_rows} rows source {:?} allows; filter or aggregate, or ask the agent's administrator to raise limits.max_rows", src.name),
+                        ));
+                    }
+                    bytes += send_batch(writer, &mut enc, &b).await?;
+                    first.get_or_insert_with(|| started.elapsed());
+                }
+            }
+        }
+        Ok::<_, Failure>((rows, bytes, first.unwrap_or_default()))
+    };
+    let work = async {
+        tokio::pin!(producer);
+        tokio::pin!(consumer);
+        // The consumer ends when the producer drops the sink; if the consumer
+        // fails first (limit, hub gone) the producer is cancelled.
+        let mut produced = None;
+        loop {
+            tokio::select! {
+                r = &mut producer, if produced.is_none() => produced = Some(r),
+                c = &mut consumer => {
+                    match c {
+                        Err(f) => {
+                            db_cancel.cancel();
+                            if produced.is_none() {
+                                let _ = producer.await;
+                            }
+                            return Err(f);
+                        }
+                        Ok(stats) => {
+                            let p = match produced { Some(p) => p, None => producer.await };
+                            p?;
+                            return Ok(stats);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let outcome = {
+        tokio::pin!(work);
+        let deadline = tokio::time::sleep(max_duration);
+        tokio::pin!(deadline);
+        tokio::select! {
+            r = &mut work => r,
+            _ = &mut deadline => {
+                db_cancel.cancel();
+                let _ = work.await;
+                Err(Failure::new(
+                    pb::ErrorCode::Timeout,
+                    format!("the query ran longer than {max_duration:?} (limits.max_duration_secs or the client's deadline)"),
+                ))
+            }
+        }
+    };
+    let (rows, bytes, first) = outcome?;
+    send_end(writer, rows, bytes, first, started.elapsed()).await?;
+    Ok(rows)
+}

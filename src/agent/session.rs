@@ -1,0 +1,139 @@
+//! One tunnel session: hello, heartbeats, and a task per query stream.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use super::{query, AgentError, Sources};
+use crate::protocol::{pb, FrameReader, FrameWriter, PROTOCOL_VERSION};
+use crate::transport::{Connection, CODE_SHUTDOWN, PRIORITY_CONTROL};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn hello(sources: &Sources) -> pb::AgentControl {
+    let mut infos: Vec<pb::SourceInfo> = sources.values().map(|s| s.info()).collect();
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    pb::AgentControl {
+        msg: Some(pb::agent_control::Msg::Hello(pb::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: std::env::var("HOSTNAME").unwrap_or_default(),
+            sources: infos,
+            capabilities: vec!["compression.lz4".into(), "compression.zstd".into()],
+        })),
+    }
+}
+
+/// Runs until the connection drops (`Err`) or `shutdown` fires and running
+/// queries have drained (`Ok`).
+pub async fn run(
+    conn: &Connection,
+    sources: &Sources,
+    shutdown: &CancellationToken,
+    drain: Duration,
+) -> Result<(), AgentError> {
+    let (send, recv) = conn.open_bi().await?;
+    send.set_priority(PRIORITY_CONTROL);
+    let mut writer = FrameWriter::new(send);
+    let mut reader = FrameReader::new(recv, 0);
+    writer.send(&hello(sources)).await?;
+    let ack: pb::HubControl = tokio::time::timeout(HELLO_TIMEOUT, reader.expect("hello ack"))
+        .await
+        .map_err(|_| AgentError::HelloTimeout(HELLO_TIMEOUT))??;
+    let ack = match ack.msg {
+        Some(pb::hub_control::Msg::HelloAck(a)) => a,
+        Some(pb::hub_control::Msg::Error(e)) => return Err(AgentError::Refused(e.message)),
+        _ => return Err(AgentError::Refused("unexpected answer to hello".into())),
+    };
+    let span = tracing::info_span!("tunnel", agent = %ack.agent_id, tenant = %ack.tenant);
+    info!(parent: &span, hub = %conn.remote_address(), sources = sources.len(), "connected to the hub");
+
+    let tracker = TaskTracker::new();
+    let queries = CancellationToken::new();
+    let active = Arc::new(AtomicU32::new(0));
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(u64::from(ack.heartbeat_interval_ms.max(1000))));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    // Reading the control stream lives in one future for the whole session,
+    // so no half-read frame is ever dropped by the select below.
+    let control = async {
+        loop {
+            match reader.next::<pb::HubControl>().await {
+                Ok(Some(pb::HubControl { msg: Some(pb::hub_control::Msg::Error(e)) })) => {
+                    warn!(parent: &span, message = %e.message, "hub reported an error");
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::pin!(control);
+
+    let outcome = loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let (sources, active, cancel) = (sources.clone(), active.clone(), queries.child_token());
+                    tracker.spawn(
+                        async move {
+                            active.fetch_add(1, Ordering::Relaxed);
+                            query::serve(send, recv, &sources, cancel).await;
+                            active.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        .instrument(span.clone()),
+                    );
+                }
+                Err(e) => break Err(AgentError::from(e)),
+            },
+            _ = heartbeat.tick() => {
+                let hb = pb::AgentControl { msg: Some(pb::agent_control::Msg::Heartbeat(pb::Heartbeat {
+                    sent_unix_ms: unix_ms(),
+                    active_queries: active.load(Ordering::Relaxed),
+                }))};
+                if let Err(e) = writer.send(&hb).await {
+                    break Err(e.into());
+                }
+            }
+            r = &mut control => {
+                break match r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            _ = shutdown.cancelled() => {
+                let d = pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(pb::Draining {
+                    reason: "agent shutting down".into(),
+                }))};
+                let _ = writer.send(&d).await;
+                break Ok(());
+            }
+        }
+    };
+
+    tracker.close();
+    if outcome.is_err() {
+        // Nobody can receive the results any more: stop the databases' work.
+        queries.cancel();
+    } else if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        warn!(parent: &span, running = tracker.len(), "drain timeout: cancelling running queries");
+        queries.cancel();
+    }
+    tracker.wait().await;
+    debug!(parent: &span, "all query tasks finished");
+    if outcome.is_ok() {
+        conn.close(CODE_SHUTDOWN, "agent shutting down");
+    }
+    outcome
+}

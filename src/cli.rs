@@ -1,0 +1,86 @@
+//! Command line of the `gatehouse` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about = "Outbound-only data gateway: agent on the customer network, Arrow Flight SQL hub in the cloud")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub (cloud side): the agents' tunnel listener and the Flight SQL server.
+    Hub(HubArgs),
+    /// Run the agent (customer side): dials the hub and serves the local sources.
+    Agent(AgentArgs),
+    /// Hub and agent in one process with an embedded TPC-H database (SF 0.01).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HubArgs {
+    /// Hub configuration file (TOML).
+    #[arg(long, short, env = "GATEHOUSE_HUB_CONFIG", default_value = "/etc/gatehouse/hub.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<HubCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Check the configuration, report every problem, and exit.
+    Validate,
+    /// Create a development CA and hub certificate (not for production).
+    DevCa {
+        /// Folder to write ca.pem, ca.key, hub.pem, hub.key into.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names and IP addresses the hub certificate is valid for.
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
+    /// Issue an agent certificate from the development CA (not for production).
+    DevAgentCert {
+        /// Folder holding ca.pem and ca.key (from dev-ca); the certificate is written there.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Agent id: the certificate's common name, listed under tenants.NAME.agents.
+        #[arg(long)]
+        agent_id: String,
+    },
+    /// Read a password on standard input and print its Argon2 hash for password_hash.
+    HashPassword,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Agent configuration file (TOML).
+    #[arg(long, short, env = "GATEHOUSE_AGENT_CONFIG", default_value = "/etc/gatehouse/agent.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Check the configuration, report every problem, and exit.
+    Validate,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Address of the Flight SQL endpoint.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Keep the demo database and certificates here (default: a temporary folder).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Run the two sample queries and exit instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}

@@ -1,0 +1,308 @@
+//! The agent's configuration: where the hub is, who the agent is, and the
+//! local data sources with the administrator's own rules. The hub cannot
+//! change any of it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{check_file, resolve, valid_name, Validate};
+use crate::protocol::pb;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub hub: HubConnection,
+    /// Data sources by name; the name is the catalog Flight SQL clients see.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Seconds running queries get to finish on shutdown.
+    #[serde(default = "default_drain_secs")]
+    pub drain_timeout_secs: u64,
+}
+
+fn default_drain_secs() -> u64 {
+    30
+}
+
+impl AgentConfig {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConnection {
+    /// `host:port` of the hub's tunnel listener (UDP).
+    pub address: String,
+    /// Name to verify in the hub's certificate; defaults to the host of `address`.
+    pub server_name: Option<String>,
+    /// CA certificate (PEM) that signed the hub's certificate.
+    pub ca: PathBuf,
+    /// This agent's client certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl HubConnection {
+    pub fn host(&self) -> &str {
+        match self.address.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.address,
+        }
+    }
+
+    pub fn server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or_else(|| self.host())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Sqlite(SqliteSource),
+    Postgres(PostgresSource),
+}
+
+impl SourceConfig {
+    pub fn limits(&self) -> &Limits {
+        match self {
+            SourceConfig::Sqlite(s) => &s.limits,
+            SourceConfig::Postgres(s) => &s.limits,
+        }
+    }
+
+    pub fn read_only(&self) -> bool {
+        match self {
+            SourceConfig::Sqlite(s) => s.read_only,
+            SourceConfig::Postgres(s) => s.read_only,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Sqlite(_) => "sqlite",
+            SourceConfig::Postgres(_) => "postgres",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSource {
+    pub path: PathBuf,
+    /// Open the file read-only (default).
+    #[serde(default = "yes")]
+    pub read_only: bool,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (e.g. a systemd credential); trailing newline ignored.
+    pub password_file: Option<PathBuf>,
+    /// Sessions run with `default_transaction_read_only = on` (default).
+    #[serde(default = "yes")]
+    pub read_only: bool,
+    /// Pooled connections kept open to the database.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Seconds to wait for a connection to the database.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_pool() -> usize {
+    8
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+impl PostgresSource {
+    /// The password from its configured place; never logged.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("environment variable {var} (password_env) is not set"));
+        }
+        if let Some(file) = &self.password_file {
+            return std::fs::read_to_string(file)
+                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("password_file {}: {e}", file.display()));
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    Realtime,
+    Reload,
+}
+
+impl From<ModeName> for pb::Mode {
+    fn from(m: ModeName) -> Self {
+        match m {
+            ModeName::Realtime => pb::Mode::Realtime,
+            ModeName::Reload => pb::Mode::Reload,
+        }
+    }
+}
+
+/// The administrator's limits for one source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Modes clients may use.
+    pub modes: Vec<ModeName>,
+    /// Most rows one query may return; 0 = no limit.
+    pub max_rows: u64,
+    /// Longest a query may run, in seconds.
+    pub max_duration_secs: u64,
+    /// Realtime queries running at once; more wait for a permit.
+    pub realtime_concurrency: usize,
+    /// Reload queries running at once; more wait for a permit.
+    pub reload_concurrency: usize,
+    /// Seconds a query waits for a permit before it is refused as busy.
+    pub queue_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            modes: vec![ModeName::Realtime, ModeName::Reload],
+            max_rows: 0,
+            max_duration_secs: 3600,
+            realtime_concurrency: 32,
+            reload_concurrency: 2,
+            queue_timeout_secs: 30,
+        }
+    }
+}
+
+impl Validate for AgentConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        resolve(base, &mut self.hub.ca);
+        resolve(base, &mut self.hub.cert);
+        resolve(base, &mut self.hub.key);
+        for s in self.sources.values_mut() {
+            match s {
+                SourceConfig::Sqlite(s) => resolve(base, &mut s.path),
+                SourceConfig::Postgres(p) => {
+                    if let Some(f) = &mut p.password_file {
+                        resolve(base, f);
+                    }
+                }
+            }
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.hub.address.contains(':') {
+            p.push(format!("hub.address {:?} must be host:port", self.hub.address));
+        }
+        check_file(&mut p, "hub.ca", &self.hub.ca);
+        check_file(&mut p, "hub.cert", &self.hub.cert);
+        check_file(&mut p, "hub.key", &self.hub.key);
+        if self.sources.is_empty() {
+            p.push("no [sources.NAME] configured: the agent would have nothing to serve".into());
+        }
+        for (name, s) in &self.sources {
+            let at = format!("sources.{name}");
+            if !valid_name(name) {
+                p.push(format!("{at}: names may use letters, digits, '_', '-' and '.' (at most 64)"));
+            }
+            let l = s.limits();
+            if l.modes.is_empty() {
+                p.push(format!("{at}.limits.modes is empty: allow realtime, reload or both"));
+            }
+            if l.realtime_concurrency == 0 || l.reload_concurrency == 0 {
+                p.push(format!("{at}.limits: concurrency must be at least 1"));
+            }
+            if l.max_duration_secs == 0 {
+                p.push(format!("{at}.limits.max_duration_secs must be at least 1"));
+            }
+            match s {
+                SourceConfig::Sqlite(s) => {
+                    if s.read_only && !s.path.is_file() {
+                        p.push(format!("{at}.path: {} does not exist", s.path.display()));
+                    }
+                }
+                SourceConfig::Postgres(pg) => {
+                    if pg.password_env.is_some() && pg.password_file.is_some() {
+                        p.push(format!("{at}: set password_env or password_file, not both"));
+                    }
+                    if let Err(e) = pg.password() {
+                        p.push(format!("{at}: {e}"));
+                    }
+                    if pg.pool_size == 0 {
+                        p.push(format!("{at}.pool_size must be at least 1"));
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn reports_every_problem_and_unknown_keys() {
+        let text = r#"
+            [hub]
+            address = "nowhere"
+            ca = "/missing/ca.pem"
+            cert = "/missing/a.pem"
+            key = "/missing/a.key"
+            [sources."bad name"]
+            kind = "postgres"
+            host = "db"
+            user = "u"
+            database = "d"
+            password_env = "GATEHOUSE_TEST_UNSET_VAR"
+            password_file = "/x"
+            [sources."bad name".limits]
+            modes = []
+        "#;
+        let cfg: AgentConfig = config::parse(text).unwrap();
+        let problems = cfg.problems();
+        for needle in ["host:port", "hub.ca", "hub.cert", "hub.key", "names may use", "modes is empty", "not both"] {
+            assert!(problems.iter().any(|p| p.contains(needle)), "missing {needle}: {problems:#?}");
+        }
+        let unknown = config::parse::<AgentConfig>("[hub]\naddress='a:1'\nca='c'\ncert='c'\nkey='k'\ncolour='red'\n");
+        assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+        let unknown_in_source = config::parse::<AgentConfig>(
+            "[hub]\naddress='a:1'\nca='c'\ncert='c'\nkey='k'\n[sources.x]\nkind='sqlite'\npath='p'\npasword='x'\n",
+        );
+        assert!(unknown_in_source.unwrap_err().to_string().contains("unknown field"));
+    }
+}

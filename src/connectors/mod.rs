@@ -1,0 +1,236 @@
+//! Database connectors behind one small trait. Adding a database is one file
+//! (or folder) here plus a variant in `config::agent::SourceConfig`.
+
+pub mod params;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::agent::SourceConfig;
+use crate::protocol::catalog::TableInfo;
+use crate::protocol::pb;
+
+/// What a connector is asked to run.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    pub sql: String,
+    /// Bound parameters: one row, one column per placeholder.
+    pub params: Option<RecordBatch>,
+    pub mode: pb::Mode,
+    pub batches: BatchPlan,
+}
+
+/// Rows per batch: a small first batch gets a chart its first rows quickly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub first: usize,
+    pub rest: usize,
+}
+
+impl BatchPlan {
+    pub const REALTIME: BatchPlan = BatchPlan {
+        first: 1_000,
+        rest: 16_384,
+    };
+    pub const RELOAD: BatchPlan = BatchPlan {
+        first: 8_192,
+        rest: 65_536,
+    };
+
+    pub fn for_mode(mode: pb::Mode, requested: u32) -> Self {
+        let base = if mode == pb::Mode::Reload {
+            Self::RELOAD
+        } else {
+            Self::REALTIME
+        };
+        match requested as usize {
+            0 => base,
+            n => {
+                let n = n.clamp(1, 1 << 20);
+                BatchPlan {
+                    first: base.first.min(n),
+                    rest: n,
+                }
+            }
+        }
+    }
+
+    /// Target size of batch number `index` (0-based).
+    pub fn size(&self, index: usize) -> usize {
+        if index == 0 { self.first } else { self.rest }
+    }
+}
+
+/// Uncompressed bytes a batch aims for: bounds the agent's memory per query
+/// whatever the row width, and keeps each Flight message well under the 4 MiB
+/// gRPC default that many clients (tonic, grpc-c++) enforce.
+pub const TARGET_BATCH_BYTES: usize = 2 << 20;
+
+/// Chooses the size of each batch from the plan and the row width seen so far.
+#[derive(Debug, Clone)]
+pub struct BatchSizer {
+    plan: BatchPlan,
+    index: usize,
+    bytes_per_row: Option<usize>,
+}
+
+impl BatchSizer {
+    pub fn new(plan: BatchPlan) -> Self {
+        BatchSizer {
+            plan,
+            index: 0,
+            bytes_per_row: None,
+        }
+    }
+
+    /// Rows to put in the next batch.
+    pub fn target(&self) -> usize {
+        let rows = self.plan.size(self.index);
+        match self.bytes_per_row {
+            Some(bpr) => rows.min((TARGET_BATCH_BYTES / bpr.max(1)).max(1)),
+            None => rows,
+        }
+    }
+
+    /// Learns the row width from a finished batch.
+    pub fn record(&mut self, batch: &RecordBatch) {
+        self.index += 1;
+        if batch.num_rows() > 0 {
+            self.bytes_per_row = Some(batch_bytes(batch) / batch.num_rows());
+        }
+    }
+
+    pub fn batches(&self) -> usize {
+        self.index
+    }
+}
+
+/// Bytes of data a batch holds (not its allocated capacity).
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum()
+}
+
+/// The prepared shape of a statement.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    pub schema: Option<SchemaRef>,
+    pub params: Option<SchemaRef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The database rejected or failed the statement; its own message.
+    #[error("{message}")]
+    Database {
+        message: String,
+        sqlstate: Option<String>,
+        retryable: bool,
+    },
+    #[error("cannot reach the database: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("invalid parameters: {0}")]
+    Params(String),
+    #[error("query cancelled")]
+    Cancelled,
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ConnectorError {
+    pub fn code(&self) -> pb::ErrorCode {
+        match self {
+            ConnectorError::Database { .. } => pb::ErrorCode::Database,
+            ConnectorError::Connect(_) => pb::ErrorCode::Unavailable,
+            ConnectorError::Unsupported(_) | ConnectorError::Params(_) => {
+                pb::ErrorCode::InvalidRequest
+            }
+            ConnectorError::Cancelled => pb::ErrorCode::Cancelled,
+            ConnectorError::Arrow(_) | ConnectorError::Internal(_) => pb::ErrorCode::Internal,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            ConnectorError::Database { retryable, .. } => *retryable,
+            ConnectorError::Connect(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a connector hands to the agent: the schema first, then batches.
+#[derive(Debug)]
+pub enum Output {
+    Schema(SchemaRef),
+    Batch(RecordBatch),
+}
+
+/// The bounded channel from a connector to the tunnel writer. Its capacity
+/// of one batch is what makes a slow reader slow the database cursor.
+#[derive(Clone)]
+pub struct BatchSink {
+    tx: mpsc::Sender<Output>,
+}
+
+impl BatchSink {
+    pub fn channel() -> (BatchSink, mpsc::Receiver<Output>) {
+        let (tx, rx) = mpsc::channel(1);
+        (BatchSink { tx }, rx)
+    }
+
+    pub async fn send(&self, out: Output) -> Result<(), ConnectorError> {
+        self.tx.send(out).await.map_err(|_| ConnectorError::Cancelled)
+    }
+
+    /// For connectors that run on a blocking thread.
+    pub fn blocking_send(&self, out: Output) -> Result<(), ConnectorError> {
+        self.tx
+            .blocking_send(out)
+            .map_err(|_| ConnectorError::Cancelled)
+    }
+}
+
+/// A database the agent can query.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    fn kind(&self) -> &'static str;
+
+    /// Runs `query`, sending the schema and then batches into `sink`. Must stop
+    /// promptly, cancelling the statement in the database, once `cancel` fires.
+    async fn execute(
+        &self,
+        query: &QuerySpec,
+        sink: &BatchSink,
+        cancel: &CancellationToken,
+    ) -> Result<(), ConnectorError>;
+
+    /// Prepares `sql` without running it and reports its result and parameter schemas.
+    async fn describe(&self, sql: &str) -> Result<Described, ConnectorError>;
+
+    /// The tables and views a client may browse.
+    async fn list_tables(&self, include_schema: bool) -> Result<Vec<TableInfo>, ConnectorError>;
+}
+
+/// Builds the connector for a configured source.
+pub fn build(config: &SourceConfig) -> Result<Arc<dyn Connector>, ConnectorError> {
+    Ok(match config {
+        SourceConfig::Sqlite(c) => Arc::new(sqlite::Sqlite::new(c)),
+        SourceConfig::Postgres(c) => Arc::new(postgres::Postgres::new(c)?),
+    })
+}

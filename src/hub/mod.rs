@@ -1,0 +1,158 @@
+//! The hub: accepts agent tunnels, serves Arrow Flight SQL, routes queries.
+
+mod flight;
+mod parked;
+mod query;
+mod registry;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use flight::{HEADER_COMPRESSION, HEADER_MODE, HEADER_SOURCE};
+pub use registry::Registry;
+
+use crate::auth::{Sessions, Users};
+use crate::config::hub::HubConfig;
+use crate::transport::{quic, tls, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("tunnel listener on {addr}: {source}")]
+    Tunnel { addr: SocketAddr, source: TransportError },
+    #[error("Flight SQL listener on {addr}: {source}")]
+    Flight { addr: SocketAddr, source: std::io::Error },
+    #[error("Flight SQL server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Concurrent streams an agent may open towards the hub (control only).
+const AGENT_STREAMS: u32 = 4;
+/// Grace period for running Flight calls on shutdown.
+const DRAIN: Duration = Duration::from_secs(30);
+
+pub struct Hub {
+    config: HubConfig,
+    endpoint: quinn::Endpoint,
+    flight_listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+}
+
+impl Hub {
+    /// Binds both listeners, so their addresses are known before `run`.
+    pub async fn build(config: HubConfig) -> Result<Hub, HubError> {
+        let tls = tls::server_config(&config.tunnel.cert, &config.tunnel.key, &config.tunnel.client_ca)?;
+        let endpoint = quic::server_endpoint(config.tunnel.listen, tls, AGENT_STREAMS).map_err(|source| HubError::Tunnel {
+            addr: config.tunnel.listen,
+            source,
+        })?;
+        let flight_listener = tokio::net::TcpListener::bind(config.flight.listen)
+            .await
+            .map_err(|source| HubError::Flight {
+                addr: config.flight.listen,
+                source,
+            })?;
+        Ok(Hub {
+            config,
+            endpoint,
+            flight_listener,
+            registry: Arc::new(Registry::default()),
+        })
+    }
+
+    pub fn tunnel_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    pub fn flight_addr(&self) -> SocketAddr {
+        self.flight_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), HubError> {
+        let tracker = TaskTracker::new();
+        let parked = Arc::new(parked::Parked::default());
+        let defaults = self
+            .config
+            .tenants
+            .iter()
+            .filter_map(|(t, c)| c.default_source.clone().map(|s| (t.clone(), s)))
+            .collect();
+        let service = flight::HubFlight::new(
+            self.registry.clone(),
+            Users::from_config(&self.config),
+            Sessions::new(Duration::from_secs(self.config.flight.token_ttl_secs)),
+            parked.clone(),
+            defaults,
+        );
+        let tunnel_addr = self.tunnel_addr();
+        let flight_addr = self.flight_addr();
+        info!(%tunnel_addr, %flight_addr, tenants = self.config.tenants.len(), "hub listening");
+
+        let agents = tunnel::serve(
+            self.endpoint.clone(),
+            self.registry.clone(),
+            Arc::new(self.config.tenant_of_agent()),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let reaper = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let n = parked.expire();
+                        if n > 0 {
+                            warn!(expired = n, "dropped queries nobody fetched with DoGet");
+                        }
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let mut server = tonic::transport::Server::builder().http2_adaptive_window(Some(true));
+        if let (Some(cert), Some(key)) = (&self.config.flight.tls_cert, &self.config.flight.tls_key) {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|source| tls::TlsError::Read { path: p.into(), source })
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        }
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.flight_listener);
+        let drain_signal = shutdown.clone();
+        let flight = server
+            .add_service(FlightServiceServer::new(service).max_decoding_message_size(16 << 20))
+            .serve_with_incoming_shutdown(incoming, async move {
+                drain_signal.cancelled().await;
+                info!("hub shutting down: draining Flight calls");
+            });
+        let flight = async {
+            // Streams still running after the grace period are cut off.
+            tokio::select! {
+                r = flight => r,
+                _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+                    warn!("drain period over; closing remaining Flight streams");
+                    Ok(())
+                }
+            }
+        };
+        let (served, (), ()) = tokio::join!(flight, agents, reaper);
+        parked.clear();
+        tracker.close();
+        tracker.wait().await;
+        self.endpoint.wait_idle().await;
+        info!("hub stopped");
+        served.map_err(HubError::from)
+    }
+}

@@ -1,0 +1,153 @@
+//! Accepting agent tunnels: identity from the client certificate, tenant from
+//! the hub's configuration, then the control stream until the agent leaves.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+use super::registry::{AgentHandle, Registry};
+use crate::protocol::{pb, FrameReader, FrameWriter, PROTOCOL_VERSION};
+use crate::transport::{tls, Connection, CODE_REFUSED, CODE_SHUTDOWN};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    registry: Arc<Registry>,
+    tenant_of_agent: Arc<HashMap<String, String>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let (registry, tenants, shutdown) = (registry.clone(), tenant_of_agent.clone(), shutdown.clone());
+        let remote = incoming.remote_address();
+        tracker.spawn(
+            async move {
+                let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                    Ok(Ok(c)) => Connection::Quic(c),
+                    Ok(Err(e)) => return warn!(error = %e, "agent handshake failed (certificate not signed by the hub's CA?)"),
+                    Err(_) => return warn!("agent handshake timed out"),
+                };
+                match agent_session(conn, &registry, &tenants, &shutdown).await {
+                    Err(e) if !shutdown.is_cancelled() => warn!(error = %e, "agent session ended with an error"),
+                    _ => {}
+                }
+            }
+            .instrument(tracing::info_span!("agent", %remote)),
+        );
+    }
+    endpoint.close(CODE_SHUTDOWN.into(), b"hub shutting down");
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error(transparent)]
+    Frame(#[from] crate::protocol::FrameError),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+async fn refuse(writer: &mut FrameWriter<crate::transport::SendHalf>, conn: &Connection, why: String) -> SessionError {
+    let msg = pb::HubControl {
+        msg: Some(pb::hub_control::Msg::Error(pb::HubError { message: why.clone() })),
+    };
+    let _ = writer.send(&msg).await;
+    writer.get_mut().finish();
+    // Give the frame a moment to leave before closing the connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.close(CODE_REFUSED, &why);
+    SessionError::Refused(why)
+}
+
+async fn agent_session(
+    conn: Connection,
+    registry: &Registry,
+    tenant_of_agent: &HashMap<String, String>,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| SessionError::Refused("no control stream".into()))??;
+    let mut writer = FrameWriter::new(send);
+    let mut reader = FrameReader::new(recv, 0);
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.expect::<pb::AgentControl>("hello")).await {
+        Ok(Ok(pb::AgentControl { msg: Some(pb::agent_control::Msg::Hello(h)) })) => h,
+        Ok(Err(e)) => return Err(refuse(&mut writer, &conn, format!("malformed hello: {e}")).await),
+        _ => return Err(refuse(&mut writer, &conn, "expected a hello first".into()).await),
+    };
+    let agent_id = match conn.peer_certificates().as_deref().map(tls::agent_id) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => return Err(refuse(&mut writer, &conn, e.to_string()).await),
+        None => return Err(refuse(&mut writer, &conn, "no client certificate".into()).await),
+    };
+    let Some(tenant) = tenant_of_agent.get(&agent_id).cloned() else {
+        return Err(refuse(&mut writer, &conn, format!("agent {agent_id:?} is not assigned to a tenant on this hub; add it to tenants.NAME.agents")).await);
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(refuse(
+            &mut writer,
+            &conn,
+            format!("protocol version {} is not supported (the hub speaks {PROTOCOL_VERSION}); upgrade the agent", hello.protocol_version),
+        )
+        .await);
+    }
+    let handle = Arc::new(AgentHandle {
+        id: agent_id.clone(),
+        tenant: tenant.clone(),
+        conn: conn.clone(),
+        sources: hello.sources,
+        version: hello.agent_version,
+        hostname: hello.hostname,
+        connected_at: Instant::now(),
+        draining: Default::default(),
+        inflight: Default::default(),
+    });
+    let ack = pb::HubControl {
+        msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck {
+            agent_id: agent_id.clone(),
+            tenant: tenant.clone(),
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+        })),
+    };
+    writer.send(&ack).await?;
+    registry.register(handle.clone());
+    let sources: Vec<&str> = handle.sources.iter().map(|s| s.name.as_str()).collect();
+    info!(agent = %agent_id, %tenant, version = %handle.version, host = %handle.hostname, sources = ?sources, "agent connected");
+
+    let result = loop {
+        tokio::select! {
+            frame = reader.next::<pb::AgentControl>() => match frame {
+                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Heartbeat(_)) })) => {
+                    let hb = pb::HubControl { msg: Some(pb::hub_control::Msg::Heartbeat(pb::Heartbeat::default())) };
+                    if let Err(e) = writer.send(&hb).await { break Err(e.into()); }
+                }
+                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(d)) })) => {
+                    info!(agent = %agent_id, reason = %d.reason, "agent draining");
+                    handle.draining.store(true, Ordering::Relaxed);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            },
+            _ = shutdown.cancelled() => {
+                conn.close(CODE_SHUTDOWN, "hub shutting down");
+                break Ok(());
+            }
+        }
+    };
+    registry.remove(&tenant, &agent_id, conn.id());
+    info!(agent = %agent_id, %tenant, "agent disconnected");
+    result
+}

@@ -1,0 +1,15 @@
+//! Gatehouse: an outbound-only data gateway. The agent runs next to the
+//! customer's databases and dials the hub; the hub serves Arrow Flight SQL to
+//! the analytics platform and routes each query to the right tenant's agent.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod connectors;
+pub mod protocol;
+pub mod transport;
+pub mod auth;
+pub mod hub;
+pub mod cli;
+pub mod demo;
+pub mod shutdown;
