@@ -1,17 +1,173 @@
-//! PostgreSQL (tokio-postgres). Placeholder while the connector is written.
+//! PostgreSQL through tokio-postgres, with a deadpool connection pool.
+//!
+//! Results use the extended protocol in binary format and are decoded straight
+//! into Arrow builders (see `decode`). Read-only sources run every session
+//! with `default_transaction_read_only = on`, so the database itself refuses
+//! writes. Cancelling a query sends PostgreSQL a cancel request.
+
+mod bind;
+mod decode;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::{pin_mut, StreamExt};
+use tokio_postgres::types::Type;
+use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchSink, Connector, ConnectorError, Described, QuerySpec};
+use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
 use crate::config::agent::PostgresSource;
 use crate::protocol::catalog::TableInfo;
+use decode::{Column, Raw};
+use types::{col_type, ColType};
 
-pub struct Postgres;
+pub use types::Scalar;
+
+pub struct Postgres {
+    pool: Pool,
+}
 
 impl Postgres {
-    pub fn new(_c: &PostgresSource) -> Result<Self, ConnectorError> {
-        Ok(Postgres)
+    pub fn new(c: &PostgresSource) -> Result<Self, ConnectorError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&c.host)
+            .port(c.port)
+            .user(&c.user)
+            .dbname(&c.database)
+            .application_name("gatehouse-agent")
+            .connect_timeout(Duration::from_secs(c.connect_timeout_secs))
+            .keepalives(true);
+        if let Some(pw) = c.password().map_err(ConnectorError::Connect)? {
+            cfg.password(pw);
+        }
+        if c.read_only {
+            cfg.options("-c default_transaction_read_only=on");
+        }
+        let manager = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(c.pool_size)
+            .build()
+            .map_err(|e| ConnectorError::Internal(e.to_string()))?;
+        Ok(Postgres { pool })
     }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, ConnectorError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+            other => ConnectorError::Connect(other.to_string()),
+        })
+    }
+}
+
+/// The database's own message and SQLSTATE; connection problems are retryable.
+fn pg_error(e: tokio_postgres::Error) -> ConnectorError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code().to_string();
+        if code == "57014" {
+            return ConnectorError::Cancelled;
+        }
+        let mut message = format!("{}: {} (SQLSTATE {code})", db.severity(), db.message());
+        if let Some(hint) = db.hint() {
+            message.push_str(&format!("; hint: {hint}"));
+        }
+        // Class 08 (connection), 40 (rollback, e.g. serialization), 53 (resources), 57P (shutdown).
+        let retryable = code.starts_with("08") || code.starts_with("40") || code.starts_with("53") || code.starts_with("57P");
+        if code.starts_with("28") {
+            return ConnectorError::Connect(message);
+        }
+        return ConnectorError::Database {
+            message,
+            sqlstate: Some(code),
+            retryable,
+        };
+    }
+    if e.is_closed() {
+        return ConnectorError::Connect("the database closed the connection".into());
+    }
+    ConnectorError::Connect(e.to_string())
+}
+
+fn unsupported(name: &str, ty: &Type) -> ConnectorError {
+    ConnectorError::Unsupported(format!(
+        "column {name:?} has type {ty}, which has no Arrow mapping yet; cast it in SQL (for example {name}::text)"
+    ))
+}
+
+fn result_layout(stmt: &tokio_postgres::Statement) -> Result<(SchemaRef, Vec<ColType>), ConnectorError> {
+    let mut fields = Vec::new();
+    let mut types = Vec::new();
+    for c in stmt.columns() {
+        let t = col_type(c.type_(), c.type_modifier()).ok_or_else(|| unsupported(c.name(), c.type_()))?;
+        fields.push(t.field(c.name()));
+        types.push(t);
+    }
+    Ok((Arc::new(Schema::new(fields)), types))
+}
+
+async fn stream_rows(
+    client: &tokio_postgres::Client,
+    stmt: &tokio_postgres::Statement,
+    params: Vec<bind::Bound>,
+    schema: SchemaRef,
+    types: &[ColType],
+    query: &QuerySpec,
+    sink: &BatchSink,
+) -> Result<(), ConnectorError> {
+    let rows = client
+        .query_raw(stmt, params.iter().map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)))
+        .await
+        .map_err(pg_error)?;
+    pin_mut!(rows);
+    let mut sizer = BatchSizer::new(query.batches);
+    let new_columns = |cap: usize| -> Vec<Column> {
+        types
+            .iter()
+            .zip(schema.fields())
+            .map(|(t, f)| Column::new(*t, f, cap))
+            .collect()
+    };
+    let mut target = sizer.target();
+    let mut columns = new_columns(target);
+    let mut n = 0;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(pg_error)?;
+        for (i, col) in columns.iter_mut().enumerate() {
+            let raw: Option<Raw> = row.try_get(i).map_err(|e| ConnectorError::Internal(e.to_string()))?;
+            col.append(raw.map(|r| r.0)).map_err(|message| {
+                ConnectorError::Unsupported(format!("column {:?}: {message}", schema.field(i).name()))
+            })?;
+        }
+        n += 1;
+        if n == target {
+            let batch = finish(&schema, &mut columns)?;
+            sizer.record(&batch);
+            sink.send(Output::Batch(batch)).await?;
+            target = sizer.target();
+            columns = new_columns(target);
+            n = 0;
+        }
+    }
+    if n > 0 || sizer.batches() == 0 {
+        sink.send(Output::Batch(finish(&schema, &mut columns)?)).await?;
+    }
+    Ok(())
+}
+
+fn finish(schema: &SchemaRef, columns: &mut [Column]) -> Result<RecordBatch, ConnectorError> {
+    let arrays = columns.iter_mut().map(Column::finish).collect();
+    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
 #[async_trait]
@@ -19,13 +175,96 @@ impl Connector for Postgres {
     fn kind(&self) -> &'static str {
         "postgres"
     }
-    async fn execute(&self, _q: &QuerySpec, _s: &BatchSink, _c: &CancellationToken) -> Result<(), ConnectorError> {
-        Err(ConnectorError::Internal("todo".into()))
+
+    async fn execute(&self, query: &QuerySpec, sink: &BatchSink, cancel: &CancellationToken) -> Result<(), ConnectorError> {
+        let params = super::params::from_batch(query.params.as_ref())?;
+        let client = self.client().await?;
+        let cancel_token = client.cancel_token();
+        let work = async {
+            let stmt = client.prepare_cached(&query.sql).await.map_err(pg_error)?;
+            let (schema, types) = result_layout(&stmt)?;
+            let bound = bind::bind(&params, stmt.params())?;
+            sink.send(Output::Schema(schema.clone())).await?;
+            stream_rows(&client, &stmt, bound, schema, &types, query, sink).await
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = cancel.cancelled() => Err(ConnectorError::Cancelled),
+        };
+        if matches!(result, Err(ConnectorError::Cancelled)) {
+            // Stop the statement in the server, not just our reading of it.
+            let _ = tokio::time::timeout(Duration::from_secs(5), cancel_token.cancel_query(NoTls)).await;
+            // The connection may still carry the rest of the result: don't reuse it.
+            let _ = deadpool_postgres::Object::take(client);
+        }
+        result
     }
-    async fn describe(&self, _sql: &str) -> Result<Described, ConnectorError> {
-        Err(ConnectorError::Internal("todo".into()))
+
+    async fn describe(&self, sql: &str) -> Result<Described, ConnectorError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let (schema, _) = result_layout(&stmt)?;
+        let params: Option<Vec<Field>> = stmt
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| col_type(t, -1).map(|c| c.field(&format!("${}", i + 1))))
+            .collect();
+        Ok(Described {
+            schema: Some(schema),
+            params: params.map(|f| Arc::new(Schema::new(f))),
+        })
     }
-    async fn list_tables(&self, _i: bool) -> Result<Vec<TableInfo>, ConnectorError> {
-        Err(ConnectorError::Internal("todo".into()))
+
+    async fn list_tables(&self, include_schema: bool) -> Result<Vec<TableInfo>, ConnectorError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'VIEW' ELSE 'TABLE' END
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r','p','v','m','f')
+                   AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+                   AND has_table_privilege(c.oid, 'SELECT')
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut tables: Vec<TableInfo> = rows
+            .iter()
+            .map(|r| TableInfo {
+                db_schema: Some(r.get(0)),
+                name: r.get(1),
+                table_type: r.get(2),
+                schema: None,
+            })
+            .collect();
+        if include_schema {
+            let cols = client
+                .query(
+                    "SELECT n.nspname, c.relname, a.attname, a.atttypid, a.atttypmod
+                     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','p','v','m','f')
+                       AND n.nspname NOT IN ('pg_catalog','information_schema')
+                     ORDER BY 1, 2, a.attnum",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            let mut by_table: std::collections::HashMap<(String, String), Vec<Field>> = Default::default();
+            for r in &cols {
+                let ty = Type::from_oid(r.get::<_, u32>(3));
+                let field = match ty.as_ref().and_then(|t| col_type(t, r.get(4))) {
+                    Some(t) => t.field(r.get(2)),
+                    None => Field::new(r.get::<_, &str>(2), arrow::datatypes::DataType::Utf8, true),
+                };
+                by_table.entry((r.get(0), r.get(1))).or_default().push(field);
+            }
+            for t in &mut tables {
+                let key = (t.db_schema.clone().unwrap_or_default(), t.name.clone());
+                t.schema = Some(Arc::new(Schema::new(by_table.remove(&key).unwrap_or_default())));
+            }
+        }
+        Ok(tables)
     }
 }
