@@ -1,0 +1,304 @@
+//! Test fixture: a real hub and real agents in this process, talking over a
+//! real QUIC tunnel on loopback, with certificates from the development CA.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use gatehouse::agent::Agent;
+use gatehouse::config::agent::{AgentConfig, HubConnection, Limits, PostgresSource, SourceConfig, SqliteSource};
+use gatehouse::config::hub::{FlightListener, HubConfig, Tenant, TunnelListener, User};
+use gatehouse::hub::{Hub, Registry};
+use gatehouse::transport::tls::DevPki;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const PASSWORD: &str = "correct horse";
+
+/// The TPC-H demo database at SF 0.01, generated once per test run.
+pub fn tpch_db() -> PathBuf {
+    static DB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    DB.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tpch.sqlite");
+        gatehouse::demo::generate_tpch(&path, 0.01).unwrap();
+        (dir, path)
+    })
+    .1
+    .clone()
+}
+
+pub fn sqlite(path: PathBuf) -> SourceConfig {
+    SourceConfig::Sqlite(SqliteSource {
+        path,
+        read_only: true,
+        limits: Limits::default(),
+    })
+}
+
+/// The throwaway PostgreSQL that `tests/run` started; fails loudly without it.
+pub fn pg_conninfo() -> String {
+    std::env::var("GATEHOUSE_TEST_PG").expect(
+        "GATEHOUSE_TEST_PG is not set: run the integration tests with ./tests/run, which starts a throwaway PostgreSQL",
+    )
+}
+
+fn pg_field(key: &str) -> String {
+    pg_conninfo()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("GATEHOUSE_TEST_PG has no {key}="))
+}
+
+pub fn postgres(limits: Limits) -> SourceConfig {
+    SourceConfig::Postgres(PostgresSource {
+        host: pg_field("host"),
+        port: pg_field("port").parse().unwrap(),
+        user: pg_field("user"),
+        database: pg_field("dbname"),
+        password_env: None,
+        password_file: None,
+        read_only: true,
+        pool_size: 8,
+        connect_timeout_secs: 5,
+        limits,
+    })
+}
+
+/// A direct (admin) connection to the test PostgreSQL.
+pub async fn pg_admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg_conninfo(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+struct AgentSpec {
+    id: String,
+    tenant: String,
+    sources: BTreeMap<String, SourceConfig>,
+}
+
+#[derive(Default)]
+pub struct Builder {
+    tenants: BTreeMap<String, Tenant>,
+    agents: Vec<AgentSpec>,
+}
+
+impl Builder {
+    /// A tenant with one user (`user`, password [`PASSWORD`]).
+    pub fn tenant(mut self, name: &str, user: &str) -> Self {
+        let hash = gatehouse::auth::hash_password(PASSWORD).unwrap();
+        self.tenants.insert(
+            name.into(),
+            Tenant {
+                agents: vec![],
+                default_source: None,
+                users: BTreeMap::from([(
+                    user.to_string(),
+                    User {
+                        password_hash: Some(hash),
+                        password_env: None,
+                    },
+                )]),
+            },
+        );
+        self
+    }
+
+    pub fn agent(mut self, tenant: &str, id: &str, sources: Vec<(&str, SourceConfig)>) -> Self {
+        self.tenants.get_mut(tenant).expect("tenant first").agents.push(id.into());
+        self.agents.push(AgentSpec {
+            id: id.into(),
+            tenant: tenant.into(),
+            sources: sources.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
+        });
+        self
+    }
+
+    pub async fn start(self) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::create(&dir.path().join("pki"), &["localhost".into()]).unwrap();
+        let hub_cfg = HubConfig {
+            flight: FlightListener {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                tls_cert: None,
+                tls_key: None,
+                token_ttl_secs: 600,
+            },
+            tunnel: TunnelListener {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                cert: pki.hub_cert(),
+                key: pki.hub_key(),
+                client_ca: pki.ca_cert(),
+            },
+            tenants: self.tenants,
+        };
+        let mut fx = Fixture {
+            pki,
+            hub_cfg,
+            flight: "127.0.0.1:0".parse().unwrap(),
+            tunnel: "127.0.0.1:0".parse().unwrap(),
+            hub: None,
+            agents: Vec::new(),
+            registry: None,
+            _dir: dir,
+        };
+        fx.start_hub(None).await;
+        let expected = self.agents.len();
+        for a in self.agents {
+            fx.start_agent(&a.id, a.sources);
+            let _ = a.tenant;
+        }
+        fx.wait_agents(expected).await;
+        fx
+    }
+}
+
+pub struct Running {
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("stopped within 20 s")
+            .unwrap();
+    }
+}
+
+pub struct Fixture {
+    pub pki: DevPki,
+    pub hub_cfg: HubConfig,
+    pub flight: SocketAddr,
+    pub tunnel: SocketAddr,
+    pub hub: Option<Running>,
+    pub agents: Vec<Running>,
+    registry: Option<std::sync::Arc<Registry>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Starts the hub; with `ports`, on the given Flight and tunnel addresses.
+    pub async fn start_hub(&mut self, ports: Option<(SocketAddr, SocketAddr)>) {
+        let mut cfg = self.hub_cfg.clone();
+        if let Some((flight, tunnel)) = ports {
+            cfg.flight.listen = flight;
+            cfg.tunnel.listen = tunnel;
+        }
+        let hub = Hub::build(cfg).await.unwrap();
+        self.flight = hub.flight_addr();
+        self.tunnel = hub.tunnel_addr();
+        self.registry = Some(hub.registry());
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let task = tokio::spawn(async move { hub.run(t).await.unwrap() });
+        self.hub = Some(Running { token, task });
+    }
+
+    pub fn agent_config(&self, id: &str, sources: BTreeMap<String, SourceConfig>) -> AgentConfig {
+        let (cert, key) = self.pki.issue_agent(id).unwrap();
+        AgentConfig {
+            hub: HubConnection {
+                address: self.tunnel.to_string(),
+                server_name: Some("localhost".into()),
+                ca: self.pki.ca_cert(),
+                cert,
+                key,
+            },
+            sources,
+            drain_timeout_secs: 5,
+        }
+    }
+
+    pub fn start_agent(&mut self, id: &str, sources: BTreeMap<String, SourceConfig>) {
+        let agent = Agent::build(self.agent_config(id, sources)).unwrap();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let task = tokio::spawn(async move { agent.run(t).await.unwrap() });
+        self.agents.push(Running { token, task });
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.registry.as_ref().unwrap()
+    }
+
+    pub async fn wait_agents(&self, n: usize) {
+        gatehouse::demo::wait_for_agents(self.registry(), n, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+
+    pub async fn client(&self, user: &str) -> FlightSqlServiceClient<Channel> {
+        let mut c = self.anonymous().await;
+        c.handshake(user, PASSWORD).await.unwrap();
+        c
+    }
+
+    pub async fn anonymous(&self) -> FlightSqlServiceClient<Channel> {
+        let ch = Channel::from_shared(format!("http://{}", self.flight))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FlightSqlServiceClient::new(ch)
+    }
+
+    pub async fn stop(mut self) {
+        for a in self.agents.drain(..) {
+            a.stop().await;
+        }
+        if let Some(h) = self.hub.take() {
+            h.stop().await;
+        }
+    }
+}
+
+/// Runs a statement and collects every batch.
+pub async fn query(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>, FlightError> {
+    let info = c.execute(sql.to_string(), None).await?;
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let batches: Vec<RecordBatch> = c.do_get(ep.ticket.unwrap()).await?.try_collect().await?;
+        out.extend(batches);
+    }
+    Ok(out)
+}
+
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// The gRPC code of a failed call.
+pub fn code(e: &FlightError) -> tonic::Code {
+    match e {
+        FlightError::Tonic(s) => s.code(),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+pub fn message(e: &FlightError) -> String {
+    match e {
+        FlightError::Tonic(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
