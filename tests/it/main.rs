@@ -4,3 +4,4 @@
 
 mod harness;
 mod flight_sql;
+mod postgres;

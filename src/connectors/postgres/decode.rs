@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, IntervalMonthDayNanoBuilder, ListArray, StringBuilder,
+    Int64Builder, IntervalMonthDayNanoBuilder, ListArray, NullBuilder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt32Builder,
 };
 use arrow::array::NullBufferBuilder;
@@ -96,6 +96,7 @@ pub enum Builder {
     Timestamp(TimestampMicrosecondBuilder, bool),
     Interval(IntervalMonthDayNanoBuilder),
     Uuid(FixedSizeBinaryBuilder),
+    Null(NullBuilder),
 }
 
 impl Builder {
@@ -118,6 +119,7 @@ impl Builder {
             Scalar::TimestampTz => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap), true),
             Scalar::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(cap)),
             Scalar::Uuid => Builder::Uuid(FixedSizeBinaryBuilder::with_capacity(cap, 16)),
+            Scalar::Void => Builder::Null(NullBuilder::new()),
         }
     }
 
@@ -138,6 +140,7 @@ impl Builder {
             Builder::Timestamp(b, _) => b.append_null(),
             Builder::Interval(b) => b.append_null(),
             Builder::Uuid(b) => b.append_null(),
+            Builder::Null(b) => b.append_null(),
         }
     }
 
@@ -174,6 +177,7 @@ impl Builder {
                 b.append_value(IntervalMonthDayNano::new(months, days, micros.saturating_mul(1000)))
             }
             Builder::Uuid(b) => b.append_value(raw).map_err(|e| e.to_string())?,
+            Builder::Null(b) => b.append_null(),
         }
         Ok(())
     }
@@ -202,6 +206,7 @@ impl Builder {
             }
             Builder::Interval(b) => Arc::new(b.finish()),
             Builder::Uuid(b) => Arc::new(b.finish()),
+            Builder::Null(b) => Arc::new(b.finish()),
         }
     }
 
@@ -222,6 +227,7 @@ impl Builder {
             Builder::Timestamp(b, _) => b.len(),
             Builder::Interval(b) => b.len(),
             Builder::Uuid(b) => b.len(),
+            Builder::Null(b) => b.len(),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | timestamptz | timestamp[us, UTC] |
 //! | interval | interval[month_day_nano] |
 //! | uuid | fixed_size_binary(16) (`arrow.uuid`) |
+//! | void | null |
 //! | one-dimensional arrays of the above | list<...> |
 
 use std::collections::HashMap;
@@ -46,6 +47,8 @@ pub enum Scalar {
     TimestampTz,
     Interval,
     Uuid,
+    /// `void` (e.g. `SELECT pg_sleep(1)`): always NULL.
+    Void,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +105,7 @@ fn scalar(ty: &Type, typmod: i32) -> Option<Scalar> {
         Type::TIMESTAMPTZ => Scalar::TimestampTz,
         Type::INTERVAL => Scalar::Interval,
         Type::UUID => Scalar::Uuid,
+        Type::VOID => Scalar::Void,
         _ if ty.name() == "citext" => Scalar::Text,
         _ => return None,
     })
@@ -135,6 +139,7 @@ impl Scalar {
             Scalar::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Scalar::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             Scalar::Uuid => DataType::FixedSizeBinary(16),
+            Scalar::Void => DataType::Null,
         }
     }
 
