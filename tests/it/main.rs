@@ -5,3 +5,5 @@
 mod harness;
 mod flight_sql;
 mod postgres;
+mod tunnel;
+mod tenants;
