@@ -266,7 +266,13 @@ impl FlightSqlService for HubFlight {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
             .ok_or_else(|| Status::unauthenticated("the handshake needs an 'authorization: Basic ...' header"))?;
-        let decoded = base64::engine::general_purpose::STANDARD
+        // Some clients (grpc-go, so ADBC) omit the base64 padding.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let decoded = lenient
             .decode(basic.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())

@@ -7,3 +7,4 @@ mod flight_sql;
 mod postgres;
 mod tunnel;
 mod tenants;
+mod python;
