@@ -12,6 +12,8 @@ use crate::protocol::{catalog, pb, FrameError, FrameReader, FrameWriter};
 use crate::transport::{RecvHalf, SendHalf, PRIORITY_REALTIME, PRIORITY_RELOAD};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished result may take to be acknowledged by the hub.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A refusal or failure reported to the hub as an `ErrorFrame`.
 #[derive(Debug)]
@@ -109,6 +111,9 @@ pub async fn serve(send: SendHalf, recv: RecvHalf, sources: &Sources, cancel: Ca
             }
         }
     }
+    // Stay (and keep the session open) until the hub has everything we sent:
+    // closing the connection earlier, as a drain does, would discard it.
+    let _ = tokio::time::timeout(DELIVERY_TIMEOUT, writer.get_mut().stopped()).await;
 }
 
 fn source<'a>(sources: &'a Sources, name: &str) -> Result<&'a Source, Failure> {

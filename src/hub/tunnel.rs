@@ -149,5 +149,9 @@ async fn agent_session(
     };
     registry.remove(&tenant, &agent_id, conn.id());
     info!(agent = %agent_id, %tenant, "agent disconnected");
+    // A drained agent closing its connection is the normal end.
+    if handle.draining.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     result
 }

@@ -129,6 +129,10 @@ impl Builder {
     }
 
     pub async fn start(self) -> Fixture {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::create(&dir.path().join("pki"), &["localhost".into()]).unwrap();
         let hub_cfg = HubConfig {

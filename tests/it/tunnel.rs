@@ -201,3 +201,34 @@ async fn agent_survives_a_hostile_hub() {
     fake.stop().await;
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn agent_drains_running_queries_on_shutdown() {
+    use futures::StreamExt;
+    let mut fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-1", vec![("pg", crate::harness::postgres(Default::default()))])
+        .start()
+        .await;
+    let mut c = fx.client("alice").await;
+    c.set_header("x-gatehouse-mode", "reload");
+    let info = c
+        .execute("SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g".into(), None)
+        .await
+        .unwrap();
+    let mut stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let mut seen = stream.next().await.unwrap().unwrap().num_rows();
+    // SIGTERM equivalent: the agent stops taking queries but finishes this one.
+    let agent = fx.agents.pop().unwrap();
+    let stopping = tokio::spawn(agent.stop());
+    while let Some(b) = stream.next().await {
+        seen += b.unwrap().num_rows();
+    }
+    assert_eq!(seen, 300_000);
+    stopping.await.unwrap();
+    // Gone from the hub once drained: new queries say so clearly.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = query(&mut c, "SELECT 1").await.unwrap_err();
+    assert!(crate::harness::message(&e).contains("no agent of your tenant is connected"), "{e}");
+    fx.stop().await;
+}

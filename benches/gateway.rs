@@ -1,0 +1,394 @@
+//! Gatehouse benchmark: TPC-H lineitem reload and realtime latency, side by
+//! side in one run with the database's own ceiling and with ConnectorX.
+//!
+//! Run it with `benches/run` (it starts PostgreSQL and the Python venv).
+//! Environment: GATEHOUSE_BENCH_PG (conninfo), GATEHOUSE_BENCH_PYTHON (python
+//! with connectorx), GATEHOUSE_BENCH_SF (default 1), GATEHOUSE_BENCH_RUNS (default 3).
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::{StreamExt, TryStreamExt};
+use tonic::transport::Channel;
+
+const REALTIME_SQL: &str = "SELECT l_returnflag, l_linestatus, count(*), sum(l_extendedprice) FROM lineitem WHERE l_orderkey BETWEEN {k} AND {k} + 1000 GROUP BY 1, 2";
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set; run benches/run"))
+}
+
+async fn pg() -> Result<tokio_postgres::Client> {
+    let (c, conn) = tokio_postgres::connect(&env("GATEHOUSE_BENCH_PG")?, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+/// Loads lineitem at `sf` with the TPC-H DDL (decimal(15,2), char, varchar, date).
+async fn ensure_lineitem(sf: f64) -> Result<u64> {
+    let c = pg().await?;
+    let expected = c.query_opt("SELECT count(*) FROM lineitem", &[]).await;
+    if let Ok(Some(row)) = expected {
+        let n: i64 = row.get(0);
+        if n > 0 {
+            return Ok(n as u64);
+        }
+    }
+    eprintln!("loading TPC-H lineitem at SF {sf} into PostgreSQL ...");
+    c.batch_execute(
+        "DROP TABLE IF EXISTS lineitem;
+         CREATE TABLE lineitem (l_orderkey bigint NOT NULL, l_partkey bigint NOT NULL, l_suppkey bigint NOT NULL,
+           l_linenumber integer NOT NULL, l_quantity decimal(15,2) NOT NULL, l_extendedprice decimal(15,2) NOT NULL,
+           l_discount decimal(15,2) NOT NULL, l_tax decimal(15,2) NOT NULL, l_returnflag char(1) NOT NULL,
+           l_linestatus char(1) NOT NULL, l_shipdate date NOT NULL, l_commitdate date NOT NULL,
+           l_receiptdate date NOT NULL, l_shipinstruct char(25) NOT NULL, l_shipmode char(10) NOT NULL,
+           l_comment varchar(44) NOT NULL);",
+    )
+    .await?;
+    let sink = c.copy_in("COPY lineitem FROM STDIN WITH (FORMAT text, DELIMITER '|')").await?;
+    futures::pin_mut!(sink);
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    for row in tpchgen::generators::LineItemGenerator::new(sf, 1, 1).iter() {
+        let line = row.to_string();
+        buf.extend_from_slice(line.trim_end_matches('|').as_bytes());
+        buf.extend_from_slice(b"\n");
+        if buf.len() > 1 << 20 {
+            futures::SinkExt::send(&mut sink, buf.split().freeze()).await?;
+        }
+    }
+    futures::SinkExt::send(&mut sink, buf.freeze()).await?;
+    let n = sink.finish().await?;
+    c.batch_execute("CREATE INDEX lineitem_orderkey ON lineitem (l_orderkey)").await?;
+    c.batch_execute("VACUUM ANALYZE lineitem").await?;
+    Ok(n)
+}
+
+struct Procs {
+    hub: Child,
+    agent: Child,
+    flight: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.hub.kill();
+        let _ = self.agent.wait();
+        let _ = self.hub.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `gatehouse hub` and `gatehouse agent` as separate processes.
+fn start_gateway() -> Result<Procs> {
+    let exe = env!("CARGO_BIN_EXE_gatehouse");
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let run = |args: &[&str]| -> Result<()> {
+        let st = Command::new(exe).args(args).stdout(Stdio::null()).status()?;
+        if !st.success() {
+            bail!("gatehouse {args:?} failed");
+        }
+        Ok(())
+    };
+    let pki = d.join("pki");
+    run(&["hub", "dev-ca", "--out", pki.to_str().unwrap()])?;
+    run(&["hub", "dev-agent-cert", "--ca-dir", pki.to_str().unwrap(), "--agent-id", "bench-agent"])?;
+    let (flight_port, tunnel_port) = (free_port(), free_port());
+    let conninfo = env("GATEHOUSE_BENCH_PG")?;
+    let field = |k: &str| {
+        conninfo
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+            .unwrap_or_default()
+    };
+    std::fs::write(
+        d.join("hub.toml"),
+        format!(
+            r#"
+[flight]
+listen = "127.0.0.1:{flight_port}"
+[tunnel]
+listen = "127.0.0.1:{tunnel_port}"
+cert = "pki/hub.pem"
+key = "pki/hub.key"
+client_ca = "pki/ca.pem"
+[tenants.bench]
+agents = ["bench-agent"]
+default_source = "pg"
+[tenants.bench.users.bench]
+password_env = "GATEHOUSE_BENCH_PASSWORD"
+"#
+        ),
+    )?;
+    std::fs::write(
+        d.join("agent.toml"),
+        format!(
+            r#"
+[hub]
+address = "127.0.0.1:{tunnel_port}"
+server_name = "localhost"
+ca = "pki/ca.pem"
+cert = "pki/agent-bench-agent.pem"
+key = "pki/agent-bench-agent.key"
+[sources.pg]
+kind = "postgres"
+host = "{}"
+port = {}
+user = "{}"
+database = "{}"
+"#,
+            field("host"),
+            field("port"),
+            field("user"),
+            field("dbname")
+        ),
+    )?;
+    let spawn = |role: &str| -> Result<Child> {
+        Ok(Command::new(exe)
+            .args([role, "--config", d.join(format!("{role}.toml")).to_str().unwrap()])
+            .env("GATEHOUSE_BENCH_PASSWORD", "bench")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?)
+    };
+    let hub = spawn("hub")?;
+    let agent = spawn("agent")?;
+    Ok(Procs {
+        hub,
+        agent,
+        flight: format!("http://127.0.0.1:{flight_port}"),
+        _dir: dir,
+    })
+}
+
+async fn client(p: &Procs) -> Result<FlightSqlServiceClient<Channel>> {
+    let ch = Channel::from_shared(p.flight.clone())?.connect().await?;
+    let mut c = FlightSqlServiceClient::new(ch);
+    c.handshake("bench", "bench").await?;
+    Ok(c)
+}
+
+async fn wait_ready(p: &Procs) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut c) = client(p).await {
+            if c.execute("SELECT 1".into(), None).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the gateway did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reload through the gateway: rows, Flight bytes received, seconds.
+async fn gateway_reload(p: &Procs, compression: &str) -> Result<(u64, u64, f64)> {
+    let mut c = client(p).await?;
+    c.set_header("x-gatehouse-mode", "reload");
+    c.set_header("x-gatehouse-compression", compression);
+    let t = Instant::now();
+    let info = c.execute("SELECT * FROM lineitem".into(), None).await?;
+    let ticket = info.endpoint[0].ticket.clone().context("ticket")?;
+    let ch = Channel::from_shared(p.flight.clone())?.connect().await?;
+    let mut raw = FlightServiceClient::new(ch).max_decoding_message_size(64 << 20);
+    let mut req = tonic::Request::new(ticket);
+    req.metadata_mut().insert("authorization", format!("Bearer {}", c.token().context("token")?).parse()?);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counter = bytes.clone();
+    let stream = raw.do_get(req).await?.into_inner().map(move |fd| {
+        if let Ok(fd) = &fd {
+            counter.fetch_add((fd.data_body.len() + fd.data_header.len()) as u64, Ordering::Relaxed);
+        }
+        fd.map_err(arrow_flight::error::FlightError::from)
+    });
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
+    let mut rows = 0u64;
+    while let Some(b) = batches.try_next().await? {
+        rows += b.num_rows() as u64;
+    }
+    Ok((rows, bytes.load(Ordering::Relaxed), t.elapsed().as_secs_f64()))
+}
+
+/// The database's ceiling: psql COPY to a pipe we drain.
+fn psql_copy() -> Result<(u64, f64)> {
+    let t = Instant::now();
+    let mut child = Command::new("psql")
+        .args([&env("GATEHOUSE_BENCH_PG")?, "-c", "COPY lineitem TO STDOUT"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = out.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    if !child.wait()?.success() {
+        bail!("psql failed");
+    }
+    Ok((total, t.elapsed().as_secs_f64()))
+}
+
+/// ConnectorX reading the table straight from PostgreSQL into Arrow.
+fn connectorx() -> Result<(u64, f64)> {
+    let conninfo = env("GATEHOUSE_BENCH_PG")?;
+    let field = |k: &str| conninfo.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string)).unwrap_or_default();
+    let url = format!("postgresql://{}@{}:{}/{}", field("user"), field("host"), field("port"), field("dbname"));
+    let script = format!(
+        "import time, connectorx as cx\nt=time.perf_counter()\ntb=cx.read_sql('{url}', 'SELECT * FROM lineitem', return_type='arrow')\nprint(tb.num_rows, time.perf_counter()-t)"
+    );
+    let out = Command::new(env("GATEHOUSE_BENCH_PYTHON")?).args(["-c", &script]).output()?;
+    if !out.status.success() {
+        bail!("connectorx failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut it = text.split_whitespace();
+    Ok((it.next().context("rows")?.parse()?, it.next().context("secs")?.parse()?))
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    percentile(&mut v, 0.5)
+}
+
+async fn realtime_gateway(p: &Procs, n: usize) -> Result<Vec<f64>> {
+    let mut c = client(p).await?;
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let sql = REALTIME_SQL.replace("{k}", &((i * 7919) % 6_000_000).to_string());
+        let t = Instant::now();
+        let info = c.execute(sql, None).await?;
+        let _: Vec<_> = c.do_get(info.endpoint[0].ticket.clone().context("ticket")?).await?.try_collect().await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(lat)
+}
+
+async fn realtime_direct(n: usize) -> Result<Vec<f64>> {
+    let c = pg().await?;
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let sql = REALTIME_SQL.replace("{k}", &((i * 7919) % 6_000_000).to_string());
+        let t = Instant::now();
+        c.simple_query(&sql).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(lat)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sf: f64 = std::env::var("GATEHOUSE_BENCH_SF").unwrap_or_else(|_| "1".into()).parse()?;
+    let runs: usize = std::env::var("GATEHOUSE_BENCH_RUNS").unwrap_or_else(|_| "3".into()).parse()?;
+    let rows = ensure_lineitem(sf).await?;
+    let procs = start_gateway()?;
+    wait_ready(&procs).await?;
+    eprintln!("lineitem: {rows} rows; {runs} runs of each path, interleaved");
+
+    let (mut psql, mut cx, mut gw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut psql_bytes, mut gw_bytes, mut gw_rows) = (0, 0, 0);
+    for run in 0..runs {
+        let (b, s) = psql_copy()?;
+        psql_bytes = b;
+        psql.push(rows as f64 / s);
+        let (r, s) = connectorx()?;
+        if r != rows {
+            bail!("connectorx read {r} rows, expected {rows}");
+        }
+        cx.push(rows as f64 / s);
+        let (r, b, s) = gateway_reload(&procs, "none").await?;
+        gw_rows = r;
+        gw_bytes = b;
+        gw.push(r as f64 / s);
+        eprintln!("run {run}: psql {:.0} rows/s, connectorx {:.0} rows/s, gateway {:.0} rows/s", psql[run], cx[run], gw[run]);
+    }
+    if gw_rows != rows {
+        bail!("the gateway returned {gw_rows} rows, expected {rows}");
+    }
+    let (_, zstd_bytes, zstd_s) = gateway_reload(&procs, "zstd").await?;
+    let (_, lz4_bytes, lz4_s) = gateway_reload(&procs, "lz4").await?;
+    let agent_rss = peak_rss_mb(procs.agent.id());
+    let hub_rss = peak_rss_mb(procs.hub.id());
+
+    let n = 300;
+    let direct = realtime_direct(n).await?;
+    let idle = realtime_gateway(&procs, n).await?;
+    let busy = {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let p = &procs;
+        let background = async move {
+            let mut reloads = 0;
+            while !s.load(Ordering::Relaxed) {
+                if gateway_reload(p, "none").await.is_ok() {
+                    reloads += 1;
+                }
+            }
+            reloads
+        };
+        let measure = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let r = realtime_gateway(&procs, n).await;
+            stop.store(true, Ordering::Relaxed);
+            r
+        };
+        let (r, _) = tokio::join!(measure, background);
+        r?
+    };
+    let pct = |v: &Vec<f64>, p: f64| percentile(&mut v.clone(), p);
+    let (psql_m, cx_m, gw_m) = (median(psql), median(cx), median(gw));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("## Gatehouse benchmark (TPC-H lineitem SF {sf}, {rows} rows; {} cores, {cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!();
+    println!("| reload path | rows/s (median of {runs}) | vs psql COPY | bytes |");
+    println!("|---|---|---|---|");
+    println!("| psql `COPY lineitem TO STDOUT` (text) | {psql_m:.0} | 1.00x | {psql_bytes} |");
+    println!("| ConnectorX `read_sql(..., return_type=\"arrow\")` | {cx_m:.0} | {:.2}x | - |", cx_m / psql_m);
+    println!("| Gatehouse agent -> QUIC -> hub -> Flight client | {gw_m:.0} | {:.2}x | {gw_bytes} Arrow IPC ({:.1} B/row) |", gw_m / psql_m, gw_bytes as f64 / rows as f64);
+    println!("| Gatehouse, LZ4 IPC compression | {:.0} | {:.2}x | {lz4_bytes} ({:.1} B/row) |", rows as f64 / lz4_s, rows as f64 / lz4_s / psql_m, lz4_bytes as f64 / rows as f64);
+    println!("| Gatehouse, ZSTD IPC compression | {:.0} | {:.2}x | {zstd_bytes} ({:.1} B/row) |", rows as f64 / zstd_s, rows as f64 / zstd_s / psql_m, zstd_bytes as f64 / rows as f64);
+    println!();
+    println!("Peak RSS (VmHWM) after all reloads: agent {agent_rss:.1} MB, hub {hub_rss:.1} MB");
+    println!();
+    println!("| realtime ({n} queries, ms) | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| straight to PostgreSQL | {:.2} | {:.2} |", pct(&direct, 0.5), pct(&direct, 0.99));
+    println!("| through Gatehouse, idle | {:.2} | {:.2} |", pct(&idle, 0.5), pct(&idle, 0.99));
+    println!("| through Gatehouse, one reload running | {:.2} | {:.2} |", pct(&busy, 0.5), pct(&busy, 0.99));
+    println!();
+    println!("realtime p99 with a reload / idle: {:.2}x", pct(&busy, 0.99) / pct(&idle, 0.99));
+    Ok(())
+}
