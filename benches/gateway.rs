@@ -7,11 +7,11 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -25,7 +25,8 @@ fn env(name: &str) -> Result<String> {
 }
 
 async fn pg() -> Result<tokio_postgres::Client> {
-    let (c, conn) = tokio_postgres::connect(&env("GATEHOUSE_BENCH_PG")?, tokio_postgres::NoTls).await?;
+    let (c, conn) =
+        tokio_postgres::connect(&env("GATEHOUSE_BENCH_PG")?, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     Ok(c)
 }
@@ -51,7 +52,9 @@ async fn ensure_lineitem(sf: f64) -> Result<u64> {
            l_comment varchar(44) NOT NULL);",
     )
     .await?;
-    let sink = c.copy_in("COPY lineitem FROM STDIN WITH (FORMAT text, DELIMITER '|')").await?;
+    let sink = c
+        .copy_in("COPY lineitem FROM STDIN WITH (FORMAT text, DELIMITER '|')")
+        .await?;
     futures::pin_mut!(sink);
     let mut buf = bytes::BytesMut::with_capacity(1 << 20);
     for row in tpchgen::generators::LineItemGenerator::new(sf, 1, 1).iter() {
@@ -64,7 +67,8 @@ async fn ensure_lineitem(sf: f64) -> Result<u64> {
     }
     futures::SinkExt::send(&mut sink, buf.freeze()).await?;
     let n = sink.finish().await?;
-    c.batch_execute("CREATE INDEX lineitem_orderkey ON lineitem (l_orderkey)").await?;
+    c.batch_execute("CREATE INDEX lineitem_orderkey ON lineitem (l_orderkey)")
+        .await?;
     c.batch_execute("VACUUM ANALYZE lineitem").await?;
     Ok(n)
 }
@@ -86,7 +90,11 @@ impl Drop for Procs {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `gatehouse hub` and `gatehouse agent` as separate processes.
@@ -95,7 +103,10 @@ fn start_gateway() -> Result<Procs> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let run = |args: &[&str]| -> Result<()> {
-        let st = Command::new(exe).args(args).stdout(Stdio::null()).status()?;
+        let st = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
         if !st.success() {
             bail!("gatehouse {args:?} failed");
         }
@@ -103,7 +114,14 @@ fn start_gateway() -> Result<Procs> {
     };
     let pki = d.join("pki");
     run(&["hub", "dev-ca", "--out", pki.to_str().unwrap()])?;
-    run(&["hub", "dev-agent-cert", "--ca-dir", pki.to_str().unwrap(), "--agent-id", "bench-agent"])?;
+    run(&[
+        "hub",
+        "dev-agent-cert",
+        "--ca-dir",
+        pki.to_str().unwrap(),
+        "--agent-id",
+        "bench-agent",
+    ])?;
     let (flight_port, tunnel_port) = (free_port(), free_port());
     let conninfo = env("GATEHOUSE_BENCH_PG")?;
     let field = |k: &str| {
@@ -156,7 +174,11 @@ database = "{}"
     )?;
     let spawn = |role: &str| -> Result<Child> {
         Ok(Command::new(exe)
-            .args([role, "--config", d.join(format!("{role}.toml")).to_str().unwrap()])
+            .args([
+                role,
+                "--config",
+                d.join(format!("{role}.toml")).to_str().unwrap(),
+            ])
             .env("GATEHOUSE_BENCH_PASSWORD", "bench")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -182,10 +204,10 @@ async fn client(p: &Procs) -> Result<FlightSqlServiceClient<Channel>> {
 async fn wait_ready(p: &Procs) -> Result<()> {
     let start = Instant::now();
     loop {
-        if let Ok(mut c) = client(p).await {
-            if c.execute("SELECT 1".into(), None).await.is_ok() {
-                return Ok(());
-            }
+        if let Ok(mut c) = client(p).await
+            && c.execute("SELECT 1".into(), None).await.is_ok()
+        {
+            return Ok(());
         }
         if start.elapsed() > Duration::from_secs(30) {
             bail!("the gateway did not come up");
@@ -205,12 +227,18 @@ async fn gateway_reload(p: &Procs, compression: &str) -> Result<(u64, u64, f64)>
     let ch = Channel::from_shared(p.flight.clone())?.connect().await?;
     let mut raw = FlightServiceClient::new(ch).max_decoding_message_size(64 << 20);
     let mut req = tonic::Request::new(ticket);
-    req.metadata_mut().insert("authorization", format!("Bearer {}", c.token().context("token")?).parse()?);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", c.token().context("token")?).parse()?,
+    );
     let bytes = Arc::new(AtomicU64::new(0));
     let counter = bytes.clone();
     let stream = raw.do_get(req).await?.into_inner().map(move |fd| {
         if let Ok(fd) = &fd {
-            counter.fetch_add((fd.data_body.len() + fd.data_header.len()) as u64, Ordering::Relaxed);
+            counter.fetch_add(
+                (fd.data_body.len() + fd.data_header.len()) as u64,
+                Ordering::Relaxed,
+            );
         }
         fd.map_err(arrow_flight::error::FlightError::from)
     });
@@ -219,7 +247,11 @@ async fn gateway_reload(p: &Procs, compression: &str) -> Result<(u64, u64, f64)>
     while let Some(b) = batches.try_next().await? {
         rows += b.num_rows() as u64;
     }
-    Ok((rows, bytes.load(Ordering::Relaxed), t.elapsed().as_secs_f64()))
+    Ok((
+        rows,
+        bytes.load(Ordering::Relaxed),
+        t.elapsed().as_secs_f64(),
+    ))
 }
 
 /// The database's ceiling: psql COPY to a pipe we drain.
@@ -245,21 +277,75 @@ fn psql_copy() -> Result<(u64, f64)> {
     Ok((total, t.elapsed().as_secs_f64()))
 }
 
+/// What PostgreSQL can deliver to a Rust client on each wire path, drained
+/// without building Arrow: (extended protocol, text COPY, binary COPY) in rows/s.
+async fn source_paths(rows: u64) -> Result<(f64, f64, f64)> {
+    let c = pg().await?;
+    let t = Instant::now();
+    let stream = c
+        .query_raw("SELECT * FROM lineitem", std::iter::empty::<i32>())
+        .await?;
+    futures::pin_mut!(stream);
+    let mut n = 0u64;
+    while let Some(r) = stream.next().await {
+        r?;
+        n += 1;
+    }
+    if n != rows {
+        bail!("extended protocol read {n} rows");
+    }
+    let extended = rows as f64 / t.elapsed().as_secs_f64();
+    let copy = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let t = Instant::now();
+            let s = c.copy_out(sql).await?;
+            futures::pin_mut!(s);
+            while let Some(b) = s.next().await {
+                b?;
+            }
+            Ok::<f64, anyhow::Error>(rows as f64 / t.elapsed().as_secs_f64())
+        }
+    };
+    let text = copy("COPY lineitem TO STDOUT").await?;
+    let binary = copy("COPY lineitem TO STDOUT (FORMAT binary)").await?;
+    Ok((extended, text, binary))
+}
+
 /// ConnectorX reading the table straight from PostgreSQL into Arrow.
 fn connectorx() -> Result<(u64, f64)> {
     let conninfo = env("GATEHOUSE_BENCH_PG")?;
-    let field = |k: &str| conninfo.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string)).unwrap_or_default();
-    let url = format!("postgresql://{}@{}:{}/{}", field("user"), field("host"), field("port"), field("dbname"));
+    let field = |k: &str| {
+        conninfo
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+            .unwrap_or_default()
+    };
+    let url = format!(
+        "postgresql://{}@{}:{}/{}",
+        field("user"),
+        field("host"),
+        field("port"),
+        field("dbname")
+    );
     let script = format!(
         "import time, connectorx as cx\nt=time.perf_counter()\ntb=cx.read_sql('{url}', 'SELECT * FROM lineitem', return_type='arrow')\nprint(tb.num_rows, time.perf_counter()-t)"
     );
-    let out = Command::new(env("GATEHOUSE_BENCH_PYTHON")?).args(["-c", &script]).output()?;
+    let out = Command::new(env("GATEHOUSE_BENCH_PYTHON")?)
+        .args(["-c", &script])
+        .output()?;
     if !out.status.success() {
-        bail!("connectorx failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "connectorx failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8(out.stdout)?;
     let mut it = text.split_whitespace();
-    Ok((it.next().context("rows")?.parse()?, it.next().context("secs")?.parse()?))
+    Ok((
+        it.next().context("rows")?.parse()?,
+        it.next().context("secs")?.parse()?,
+    ))
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -288,7 +374,11 @@ async fn realtime_gateway(p: &Procs, n: usize) -> Result<Vec<f64>> {
         let sql = REALTIME_SQL.replace("{k}", &((i * 7919) % 6_000_000).to_string());
         let t = Instant::now();
         let info = c.execute(sql, None).await?;
-        let _: Vec<_> = c.do_get(info.endpoint[0].ticket.clone().context("ticket")?).await?.try_collect().await?;
+        let _: Vec<_> = c
+            .do_get(info.endpoint[0].ticket.clone().context("ticket")?)
+            .await?
+            .try_collect()
+            .await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(lat)
@@ -308,8 +398,12 @@ async fn realtime_direct(n: usize) -> Result<Vec<f64>> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let sf: f64 = std::env::var("GATEHOUSE_BENCH_SF").unwrap_or_else(|_| "1".into()).parse()?;
-    let runs: usize = std::env::var("GATEHOUSE_BENCH_RUNS").unwrap_or_else(|_| "3".into()).parse()?;
+    let sf: f64 = std::env::var("GATEHOUSE_BENCH_SF")
+        .unwrap_or_else(|_| "1".into())
+        .parse()?;
+    let runs: usize = std::env::var("GATEHOUSE_BENCH_RUNS")
+        .unwrap_or_else(|_| "3".into())
+        .parse()?;
     let rows = ensure_lineitem(sf).await?;
     let procs = start_gateway()?;
     wait_ready(&procs).await?;
@@ -330,13 +424,17 @@ async fn main() -> Result<()> {
         gw_rows = r;
         gw_bytes = b;
         gw.push(r as f64 / s);
-        eprintln!("run {run}: psql {:.0} rows/s, connectorx {:.0} rows/s, gateway {:.0} rows/s", psql[run], cx[run], gw[run]);
+        eprintln!(
+            "run {run}: psql {:.0} rows/s, connectorx {:.0} rows/s, gateway {:.0} rows/s",
+            psql[run], cx[run], gw[run]
+        );
     }
     if gw_rows != rows {
         bail!("the gateway returned {gw_rows} rows, expected {rows}");
     }
     let (_, zstd_bytes, zstd_s) = gateway_reload(&procs, "zstd").await?;
     let (_, lz4_bytes, lz4_s) = gateway_reload(&procs, "lz4").await?;
+    let (ext, text, binary) = source_paths(rows).await?;
     let agent_rss = peak_rss_mb(procs.agent.id());
     let hub_rss = peak_rss_mb(procs.hub.id());
 
@@ -369,26 +467,71 @@ async fn main() -> Result<()> {
     let (psql_m, cx_m, gw_m) = (median(psql), median(cx), median(gw));
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    println!("## Gatehouse benchmark (TPC-H lineitem SF {sf}, {rows} rows; {} cores, {cpu})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "## Gatehouse benchmark (TPC-H lineitem SF {sf}, {rows} rows; {} cores, {cpu})",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!();
     println!("| reload path | rows/s (median of {runs}) | vs psql COPY | bytes |");
     println!("|---|---|---|---|");
     println!("| psql `COPY lineitem TO STDOUT` (text) | {psql_m:.0} | 1.00x | {psql_bytes} |");
-    println!("| ConnectorX `read_sql(..., return_type=\"arrow\")` | {cx_m:.0} | {:.2}x | - |", cx_m / psql_m);
-    println!("| Gatehouse agent -> QUIC -> hub -> Flight client | {gw_m:.0} | {:.2}x | {gw_bytes} Arrow IPC ({:.1} B/row) |", gw_m / psql_m, gw_bytes as f64 / rows as f64);
-    println!("| Gatehouse, LZ4 IPC compression | {:.0} | {:.2}x | {lz4_bytes} ({:.1} B/row) |", rows as f64 / lz4_s, rows as f64 / lz4_s / psql_m, lz4_bytes as f64 / rows as f64);
-    println!("| Gatehouse, ZSTD IPC compression | {:.0} | {:.2}x | {zstd_bytes} ({:.1} B/row) |", rows as f64 / zstd_s, rows as f64 / zstd_s / psql_m, zstd_bytes as f64 / rows as f64);
+    println!(
+        "| ConnectorX `read_sql(..., return_type=\"arrow\")` | {cx_m:.0} | {:.2}x | - |",
+        cx_m / psql_m
+    );
+    println!(
+        "| Gatehouse agent -> QUIC -> hub -> Flight client | {gw_m:.0} | {:.2}x | {gw_bytes} Arrow IPC ({:.1} B/row) |",
+        gw_m / psql_m,
+        gw_bytes as f64 / rows as f64
+    );
+    println!(
+        "| Gatehouse, LZ4 IPC compression | {:.0} | {:.2}x | {lz4_bytes} ({:.1} B/row) |",
+        rows as f64 / lz4_s,
+        rows as f64 / lz4_s / psql_m,
+        lz4_bytes as f64 / rows as f64
+    );
+    println!(
+        "| Gatehouse, ZSTD IPC compression | {:.0} | {:.2}x | {zstd_bytes} ({:.1} B/row) |",
+        rows as f64 / zstd_s,
+        rows as f64 / zstd_s / psql_m,
+        zstd_bytes as f64 / rows as f64
+    );
+    println!();
+    println!(
+        "PostgreSQL wire paths into a Rust client, drained without building Arrow (one run): extended protocol (binary rows, what the agent uses) {ext:.0} rows/s, text COPY {text:.0} rows/s, binary COPY {binary:.0} rows/s"
+    );
     println!();
     println!("Peak RSS (VmHWM) after all reloads: agent {agent_rss:.1} MB, hub {hub_rss:.1} MB");
     println!();
     println!("| realtime ({n} queries, ms) | p50 | p99 |");
     println!("|---|---|---|");
-    println!("| straight to PostgreSQL | {:.2} | {:.2} |", pct(&direct, 0.5), pct(&direct, 0.99));
-    println!("| through Gatehouse, idle | {:.2} | {:.2} |", pct(&idle, 0.5), pct(&idle, 0.99));
-    println!("| through Gatehouse, one reload running | {:.2} | {:.2} |", pct(&busy, 0.5), pct(&busy, 0.99));
+    println!(
+        "| straight to PostgreSQL | {:.2} | {:.2} |",
+        pct(&direct, 0.5),
+        pct(&direct, 0.99)
+    );
+    println!(
+        "| through Gatehouse, idle | {:.2} | {:.2} |",
+        pct(&idle, 0.5),
+        pct(&idle, 0.99)
+    );
+    println!(
+        "| through Gatehouse, one reload running | {:.2} | {:.2} |",
+        pct(&busy, 0.5),
+        pct(&busy, 0.99)
+    );
     println!();
-    println!("realtime p99 with a reload / idle: {:.2}x", pct(&busy, 0.99) / pct(&idle, 0.99));
+    println!(
+        "realtime p99 with a reload / idle: {:.2}x",
+        pct(&busy, 0.99) / pct(&idle, 0.99)
+    );
     Ok(())
 }

@@ -50,9 +50,15 @@ impl Users {
         let (tenant, cred) = self.by_name.get(user)?;
         let ok = match cred {
             Credential::Hash(h) => PasswordHash::new(h)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
                 .unwrap_or(false),
-            Credential::Plain(p) => !p.is_empty() && constant_time_eq(p.as_bytes(), password.as_bytes()),
+            Credential::Plain(p) => {
+                !p.is_empty() && constant_time_eq(p.as_bytes(), password.as_bytes())
+            }
         };
         ok.then(|| Principal {
             tenant: tenant.clone(),
@@ -70,7 +76,9 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
     let mut raw = [0u8; 16];
     rand::rng().fill_bytes(&mut raw);
     let salt = SaltString::encode_b64(&raw)?;
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
 }
 
 /// Bearer tokens handed out by the handshake.

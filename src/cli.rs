@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse", version, about = "Outbound-only data gateway: agent on the customer network, Arrow Flight SQL hub in the cloud")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Outbound-only data gateway: agent on the customer network, Arrow Flight SQL hub in the cloud"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,7 +29,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct HubArgs {
     /// Hub configuration file (TOML).
-    #[arg(long, short, env = "GATEHOUSE_HUB_CONFIG", default_value = "/etc/gatehouse/hub.toml")]
+    #[arg(
+        long,
+        short,
+        env = "GATEHOUSE_HUB_CONFIG",
+        default_value = "/etc/gatehouse/hub.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Option<HubCommand>,
@@ -60,7 +69,12 @@ pub enum HubCommand {
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// Agent configuration file (TOML).
-    #[arg(long, short, env = "GATEHOUSE_AGENT_CONFIG", default_value = "/etc/gatehouse/agent.toml")]
+    #[arg(
+        long,
+        short,
+        env = "GATEHOUSE_AGENT_CONFIG",
+        default_value = "/etc/gatehouse/agent.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Option<AgentCommand>,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
@@ -35,14 +35,54 @@ pub fn generate_tpch(path: &Path, sf: f64) -> anyhow::Result<()> {
     let mut conn = rusqlite::Connection::open(&tmp)?;
     conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")?;
     let tx = conn.transaction()?;
-    load(&tx, "region", "r_regionkey INTEGER, r_name TEXT, r_comment TEXT", RegionGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "nation", "n_nationkey INTEGER, n_name TEXT, n_regionkey INTEGER, n_comment TEXT", NationGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "supplier", "s_suppkey INTEGER, s_name TEXT, s_address TEXT, s_nationkey INTEGER, s_phone TEXT, s_acctbal DECIMAL(15,2), s_comment TEXT", SupplierGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "customer", "c_custkey INTEGER, c_name TEXT, c_address TEXT, c_nationkey INTEGER, c_phone TEXT, c_acctbal DECIMAL(15,2), c_mktsegment TEXT, c_comment TEXT", CustomerGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "part", "p_partkey INTEGER, p_name TEXT, p_mfgr TEXT, p_brand TEXT, p_type TEXT, p_size INTEGER, p_container TEXT, p_retailprice DECIMAL(15,2), p_comment TEXT", PartGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "partsupp", "ps_partkey INTEGER, ps_suppkey INTEGER, ps_availqty INTEGER, ps_supplycost DECIMAL(15,2), ps_comment TEXT", PartSuppGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "orders", "o_orderkey INTEGER, o_custkey INTEGER, o_orderstatus TEXT, o_totalprice DECIMAL(15,2), o_orderdate DATE, o_orderpriority TEXT, o_clerk TEXT, o_shippriority INTEGER, o_comment TEXT", OrderGenerator::new(sf, 1, 1).iter())?;
-    load(&tx, "lineitem", "l_orderkey INTEGER, l_partkey INTEGER, l_suppkey INTEGER, l_linenumber INTEGER, l_quantity DECIMAL(15,2), l_extendedprice DECIMAL(15,2), l_discount DECIMAL(15,2), l_tax DECIMAL(15,2), l_returnflag TEXT, l_linestatus TEXT, l_shipdate DATE, l_commitdate DATE, l_receiptdate DATE, l_shipinstruct TEXT, l_shipmode TEXT, l_comment TEXT", LineItemGenerator::new(sf, 1, 1).iter())?;
+    load(
+        &tx,
+        "region",
+        "r_regionkey INTEGER, r_name TEXT, r_comment TEXT",
+        RegionGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "nation",
+        "n_nationkey INTEGER, n_name TEXT, n_regionkey INTEGER, n_comment TEXT",
+        NationGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "supplier",
+        "s_suppkey INTEGER, s_name TEXT, s_address TEXT, s_nationkey INTEGER, s_phone TEXT, s_acctbal DECIMAL(15,2), s_comment TEXT",
+        SupplierGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "customer",
+        "c_custkey INTEGER, c_name TEXT, c_address TEXT, c_nationkey INTEGER, c_phone TEXT, c_acctbal DECIMAL(15,2), c_mktsegment TEXT, c_comment TEXT",
+        CustomerGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "part",
+        "p_partkey INTEGER, p_name TEXT, p_mfgr TEXT, p_brand TEXT, p_type TEXT, p_size INTEGER, p_container TEXT, p_retailprice DECIMAL(15,2), p_comment TEXT",
+        PartGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "partsupp",
+        "ps_partkey INTEGER, ps_suppkey INTEGER, ps_availqty INTEGER, ps_supplycost DECIMAL(15,2), ps_comment TEXT",
+        PartSuppGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "orders",
+        "o_orderkey INTEGER, o_custkey INTEGER, o_orderstatus TEXT, o_totalprice DECIMAL(15,2), o_orderdate DATE, o_orderpriority TEXT, o_clerk TEXT, o_shippriority INTEGER, o_comment TEXT",
+        OrderGenerator::new(sf, 1, 1).iter(),
+    )?;
+    load(
+        &tx,
+        "lineitem",
+        "l_orderkey INTEGER, l_partkey INTEGER, l_suppkey INTEGER, l_linenumber INTEGER, l_quantity DECIMAL(15,2), l_extendedprice DECIMAL(15,2), l_discount DECIMAL(15,2), l_tax DECIMAL(15,2), l_returnflag TEXT, l_linestatus TEXT, l_shipdate DATE, l_commitdate DATE, l_receiptdate DATE, l_shipinstruct TEXT, l_shipmode TEXT, l_comment TEXT",
+        LineItemGenerator::new(sf, 1, 1).iter(),
+    )?;
     tx.execute_batch("CREATE INDEX lineitem_orderkey ON lineitem(l_orderkey);")?;
     tx.commit()?;
     drop(conn);
@@ -51,7 +91,12 @@ pub fn generate_tpch(path: &Path, sf: f64) -> anyhow::Result<()> {
 }
 
 /// Inserts rows given as TPC-H `.tbl` lines (`a|b|c|`).
-fn load<T: Display>(tx: &rusqlite::Transaction, table: &str, columns: &str, rows: impl Iterator<Item = T>) -> anyhow::Result<()> {
+fn load<T: Display>(
+    tx: &rusqlite::Transaction,
+    table: &str,
+    columns: &str,
+    rows: impl Iterator<Item = T>,
+) -> anyhow::Result<()> {
     // Columns are separated by ", " (DECIMAL(15,2) has a bare comma).
     let ncols = columns.split(", ").count();
     tx.execute_batch(&format!("CREATE TABLE {table} ({columns});"))?;
@@ -61,7 +106,10 @@ fn load<T: Display>(tx: &rusqlite::Transaction, table: &str, columns: &str, rows
         let line = row.to_string();
         let fields: Vec<&str> = line.trim_end_matches('|').split('|').collect();
         if fields.len() != ncols {
-            bail!("{table}: generator produced {} fields, expected {ncols}", fields.len());
+            bail!(
+                "{table}: generator produced {} fields, expected {ncols}",
+                fields.len()
+            );
         }
         stmt.execute(rusqlite::params_from_iter(fields))?;
     }
@@ -69,11 +117,17 @@ fn load<T: Display>(tx: &rusqlite::Transaction, table: &str, columns: &str, rows
 }
 
 /// Hub and agent configurations for a demo (or a test) in `dir`.
-pub fn configs(dir: &Path, listen: SocketAddr, db: PathBuf) -> anyhow::Result<(HubConfig, AgentConfig)> {
+pub fn configs(
+    dir: &Path,
+    listen: SocketAddr,
+    db: PathBuf,
+) -> anyhow::Result<(HubConfig, AgentConfig)> {
     let pki = DevPki::create(&dir.join("pki"), &["localhost".into(), "127.0.0.1".into()])?;
     let (cert, key) = pki.issue_agent(DEMO_AGENT)?;
     let user = User {
-        password_hash: Some(crate::auth::hash_password(DEMO_PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?),
+        password_hash: Some(
+            crate::auth::hash_password(DEMO_PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         password_env: None,
     };
     let hub = HubConfig {
@@ -120,7 +174,11 @@ pub fn configs(dir: &Path, listen: SocketAddr, db: PathBuf) -> anyhow::Result<(H
 }
 
 /// Waits until `n` agents are connected.
-pub async fn wait_for_agents(registry: &crate::hub::Registry, n: usize, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_for_agents(
+    registry: &crate::hub::Registry,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while registry.count() < n {
         if start.elapsed() > timeout {
@@ -132,7 +190,10 @@ pub async fn wait_for_agents(registry: &crate::hub::Registry, n: usize, timeout:
 }
 
 /// Runs one statement through Flight SQL and collects the batches.
-pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+pub async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> anyhow::Result<Vec<RecordBatch>> {
     let info = client.execute(sql.to_string(), None).await?;
     let mut out = Vec::new();
     for ep in info.endpoint {
@@ -159,7 +220,11 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<()> {
     if !db.exists() {
         let t = Instant::now();
         generate_tpch(&db, SCALE_FACTOR).context("generating the TPC-H demo data")?;
-        println!("Generated TPC-H at scale factor {SCALE_FACTOR} into {} in {:.1?}", db.display(), t.elapsed());
+        println!(
+            "Generated TPC-H at scale factor {SCALE_FACTOR} into {} in {:.1?}",
+            db.display(),
+            t.elapsed()
+        );
     }
     let (hub_cfg, mut agent_cfg) = configs(&dir, args.listen, db)?;
     let hub = Hub::build(hub_cfg).await.context("starting the hub")?;
@@ -187,19 +252,34 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<()> {
     .await
 }
 
-async fn showcase(registry: &crate::hub::Registry, flight: SocketAddr, tunnel: SocketAddr, once: bool) -> anyhow::Result<()> {
+async fn showcase(
+    registry: &crate::hub::Registry,
+    flight: SocketAddr,
+    tunnel: SocketAddr,
+    once: bool,
+) -> anyhow::Result<()> {
     wait_for_agents(registry, 1, Duration::from_secs(10)).await?;
     println!();
     println!("Gatehouse demo: hub and agent connected over QUIC (tunnel on udp/{tunnel}).");
-    println!("Arrow Flight SQL endpoint: grpc://{flight}   user: {DEMO_USER}   password: {DEMO_PASSWORD}");
-    println!("Catalog (data source): {DEMO_SOURCE}; tables: lineitem, orders, customer, part, partsupp, supplier, nation, region");
+    println!(
+        "Arrow Flight SQL endpoint: grpc://{flight}   user: {DEMO_USER}   password: {DEMO_PASSWORD}"
+    );
+    println!(
+        "Catalog (data source): {DEMO_SOURCE}; tables: lineitem, orders, customer, part, partsupp, supplier, nation, region"
+    );
     println!();
     println!("  python: import adbc_driver_flightsql.dbapi as f");
-    println!("          c = f.connect(\"grpc://{flight}\", db_kwargs={{\"username\": \"demo\", \"password\": \"demo\"}})");
-    println!("          cur = c.cursor(); cur.execute(\"SELECT * FROM nation\"); print(cur.fetch_arrow_table())");
+    println!(
+        "          c = f.connect(\"grpc://{flight}\", db_kwargs={{\"username\": \"demo\", \"password\": \"demo\"}})"
+    );
+    println!(
+        "          cur = c.cursor(); cur.execute(\"SELECT * FROM nation\"); print(cur.fetch_arrow_table())"
+    );
     println!();
 
-    let channel = Channel::from_shared(format!("http://{flight}"))?.connect().await?;
+    let channel = Channel::from_shared(format!("http://{flight}"))?
+        .connect()
+        .await?;
     let mut client = FlightSqlServiceClient::new(channel);
     client.handshake(DEMO_USER, DEMO_PASSWORD).await?;
 
@@ -208,7 +288,11 @@ async fn showcase(registry: &crate::hub::Registry, flight: SocketAddr, tunnel: S
     let batches = query(&mut client, realtime).await?;
     println!("realtime: {realtime}");
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
-    println!("realtime query returned {} rows in {:.1?}", rows(&batches), t.elapsed());
+    println!(
+        "realtime query returned {} rows in {:.1?}",
+        rows(&batches),
+        t.elapsed()
+    );
     println!();
 
     client.set_header(crate::hub::HEADER_MODE, "reload");

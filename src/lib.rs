@@ -4,12 +4,12 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connectors;
-pub mod protocol;
-pub mod transport;
-pub mod auth;
-pub mod hub;
-pub mod cli;
 pub mod demo;
+pub mod hub;
+pub mod protocol;
 pub mod shutdown;
+pub mod transport;

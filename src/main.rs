@@ -13,10 +13,16 @@ const EX_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,quinn=warn,h2=warn,tower=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,quinn=warn,h2=warn,tower=warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -41,10 +47,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hub(args) => match args.command {
             Some(HubCommand::DevCa { out, names }) => {
                 let pki = gatehouse::transport::tls::DevPki::create(&out, &names)?;
-                println!("wrote {}, {}, {}, {}", pki.ca_cert().display(), pki.ca_key().display(), pki.hub_cert().display(), pki.hub_key().display());
+                println!(
+                    "wrote {}, {}, {}, {}",
+                    pki.ca_cert().display(),
+                    pki.ca_key().display(),
+                    pki.hub_cert().display(),
+                    pki.hub_key().display()
+                );
             }
             Some(HubCommand::DevAgentCert { ca_dir, agent_id }) => {
-                let (c, k) = gatehouse::transport::tls::DevPki::open(&ca_dir).issue_agent(&agent_id)?;
+                let (c, k) =
+                    gatehouse::transport::tls::DevPki::open(&ca_dir).issue_agent(&agent_id)?;
                 println!("wrote {} and {}", c.display(), k.display());
             }
             Some(HubCommand::HashPassword) => {
@@ -52,7 +65,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::io::stdin().read_to_string(&mut pw)?;
                 let pw = pw.trim_end_matches(['\n', '\r']);
                 anyhow::ensure!(!pw.is_empty(), "no password on standard input");
-                println!("{}", gatehouse::auth::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?);
+                println!(
+                    "{}",
+                    gatehouse::auth::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?
+                );
             }
             Some(HubCommand::Validate) => {
                 config::load::<HubConfig>(&args.config)?;
@@ -60,7 +76,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             None => {
                 let cfg = config::load::<HubConfig>(&args.config)?;
-                let hub = gatehouse::hub::Hub::build(cfg).await.context("starting the hub")?;
+                let hub = gatehouse::hub::Hub::build(cfg)
+                    .await
+                    .context("starting the hub")?;
                 gatehouse::shutdown::run_until_signal(|t| hub.run(t)).await?;
             }
         },
@@ -69,7 +87,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match args.command {
                 Some(AgentCommand::Validate) => println!("{}: ok", args.config.display()),
                 None => {
-                    let agent = gatehouse::agent::Agent::build(cfg).context("starting the agent")?;
+                    let agent =
+                        gatehouse::agent::Agent::build(cfg).context("starting the agent")?;
                     gatehouse::shutdown::run_until_signal(|t| agent.run(t)).await?;
                 }
             }

@@ -14,7 +14,11 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
         assert!(min <= max && !min.is_zero(), "backoff needs 0 < min <= max");
-        Backoff { min, max, attempt: 0 }
+        Backoff {
+            min,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next delay: min * 2^attempt capped at max, then "full jitter"
@@ -45,8 +49,14 @@ mod tests {
         assert!(first >= min / 2 && first <= min);
         let later: Vec<Duration> = (0..20).map(|_| b.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= max));
-        assert!(later[5..].iter().all(|d| *d >= max / 2), "not capped: {later:?}");
-        assert!(later.windows(2).any(|w| w[0] != w[1]), "no jitter: {later:?}");
+        assert!(
+            later[5..].iter().all(|d| *d >= max / 2),
+            "not capped: {later:?}"
+        );
+        assert!(
+            later.windows(2).any(|w| w[0] != w[1]),
+            "no jitter: {later:?}"
+        );
         b.reset();
         assert!(b.next_delay() <= min);
     }

@@ -19,7 +19,7 @@ pub use backoff::Backoff;
 use crate::config::agent::{AgentConfig, SourceConfig};
 use crate::connectors::{self, Connector, ConnectorError};
 use crate::protocol::pb;
-use crate::transport::{quic, tls, Connection, TransportError};
+use crate::transport::{Connection, TransportError, quic, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -109,8 +109,10 @@ impl Agent {
         }
         let tls = tls::client_config(&config.hub.ca, &config.hub.cert, &config.hub.key)?;
         let bind: SocketAddr = "[::]:0".parse().expect("static address");
-        let endpoint = quic::client_endpoint(bind, tls.clone(), MAX_QUERY_STREAMS)
-            .or_else(|_| quic::client_endpoint("0.0.0.0:0".parse().expect("static"), tls, MAX_QUERY_STREAMS))?;
+        let endpoint =
+            quic::client_endpoint(bind, tls.clone(), MAX_QUERY_STREAMS).or_else(|_| {
+                quic::client_endpoint("0.0.0.0:0".parse().expect("static"), tls, MAX_QUERY_STREAMS)
+            })?;
         Ok(Agent {
             config,
             sources: Arc::new(sources),
@@ -152,7 +154,9 @@ impl Agent {
             match attempt {
                 Ok(conn) => {
                     let remote = conn.remote_address();
-                    match session::run(&conn, &self.sources, &shutdown, self.config.drain_timeout()).await {
+                    match session::run(&conn, &self.sources, &shutdown, self.config.drain_timeout())
+                        .await
+                    {
                         Ok(()) => {
                             info!(%hub, %remote, "tunnel closed");
                             backoff.reset();

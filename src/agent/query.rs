@@ -8,8 +8,8 @@ use tracing::{info, warn};
 use super::{Source, Sources};
 use crate::connectors::{BatchPlan, BatchSink, ConnectorError, Output, QuerySpec};
 use crate::protocol::ipc::IpcEncoder;
-use crate::protocol::{catalog, pb, FrameError, FrameReader, FrameWriter};
-use crate::transport::{RecvHalf, SendHalf, PRIORITY_REALTIME, PRIORITY_RELOAD};
+use crate::protocol::{FrameError, FrameReader, FrameWriter, catalog, pb};
+use crate::transport::{PRIORITY_REALTIME, PRIORITY_RELOAD, RecvHalf, SendHalf};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a finished result may take to be acknowledged by the hub.
@@ -62,12 +62,23 @@ impl From<FrameError> for Failure {
 pub async fn serve(send: SendHalf, recv: RecvHalf, sources: &Sources, cancel: CancellationToken) {
     let mut reader = FrameReader::new(recv, 0);
     let mut writer = FrameWriter::new(send);
-    let request = match tokio::time::timeout(REQUEST_TIMEOUT, reader.expect::<pb::Request>("request")).await {
+    let request = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        reader.expect::<pb::Request>("request"),
+    )
+    .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             warn!(error = %e, "malformed request from the hub");
             let _ = writer
-                .send(&Failure::new(pb::ErrorCode::InvalidRequest, format!("malformed request: {e}")).frame())
+                .send(
+                    &Failure::new(
+                        pb::ErrorCode::InvalidRequest,
+                        format!("malformed request: {e}"),
+                    )
+                    .frame(),
+                )
                 .await;
             writer.get_mut().finish();
             return;
@@ -122,7 +133,10 @@ fn source<'a>(sources: &'a Sources, name: &str) -> Result<&'a Source, Failure> {
         known.sort();
         Failure::new(
             pb::ErrorCode::UnknownSource,
-            format!("this agent has no source {name:?}; it has: {}", known.join(", ")),
+            format!(
+                "this agent has no source {name:?}; it has: {}",
+                known.join(", ")
+            ),
         )
     })
 }
@@ -141,8 +155,14 @@ async fn handle(
             let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
             let frame = pb::ResponseFrame {
                 frame: Some(pb::response_frame::Frame::Described(pb::DescribeResult {
-                    dataset_schema: described.schema.map(|s| enc.schema(&s).into()).unwrap_or_default(),
-                    parameter_schema: described.params.map(|s| enc.schema(&s).into()).unwrap_or_default(),
+                    dataset_schema: described
+                        .schema
+                        .map(|s| enc.schema(&s).into())
+                        .unwrap_or_default(),
+                    parameter_schema: described
+                        .params
+                        .map(|s| enc.schema(&s).into())
+                        .unwrap_or_default(),
                 })),
             };
             writer.send(&frame).await?;
@@ -154,14 +174,28 @@ async fn handle(
             let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
             send_schema(writer, &mut enc, &batch.schema()).await?;
             send_batch(writer, &mut enc, &batch).await?;
-            send_end(writer, batch.num_rows() as u64, 0, Duration::ZERO, Duration::ZERO).await?;
+            send_end(
+                writer,
+                batch.num_rows() as u64,
+                0,
+                Duration::ZERO,
+                Duration::ZERO,
+            )
+            .await?;
             Ok(batch.num_rows() as u64)
         }
-        None => Err(Failure::new(pb::ErrorCode::InvalidRequest, "request names no operation")),
+        None => Err(Failure::new(
+            pb::ErrorCode::InvalidRequest,
+            "request names no operation",
+        )),
     }
 }
 
-async fn send_schema(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, schema: &arrow::datatypes::Schema) -> Result<(), FrameError> {
+async fn send_schema(
+    w: &mut FrameWriter<SendHalf>,
+    enc: &mut IpcEncoder,
+    schema: &arrow::datatypes::Schema,
+) -> Result<(), FrameError> {
     let frame = pb::ResponseFrame {
         frame: Some(pb::response_frame::Frame::Schema(pb::SchemaFrame {
             ipc_header: enc.schema(schema).into(),
@@ -174,7 +208,11 @@ async fn send_schema(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, schema
 /// the 4 MiB gRPC default of common clients.
 const MAX_MESSAGE_BYTES: usize = 3 << 20;
 
-async fn send_batch(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, batch: &arrow::array::RecordBatch) -> Result<u64, Failure> {
+async fn send_batch(
+    w: &mut FrameWriter<SendHalf>,
+    enc: &mut IpcEncoder,
+    batch: &arrow::array::RecordBatch,
+) -> Result<u64, Failure> {
     let size = crate::connectors::batch_bytes(batch);
     if size > MAX_MESSAGE_BYTES && batch.num_rows() > 1 {
         let pieces = size.div_ceil(MAX_MESSAGE_BYTES / 2);
@@ -191,7 +229,11 @@ async fn send_batch(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, batch: 
     send_one(w, enc, batch).await
 }
 
-async fn send_one(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, batch: &arrow::array::RecordBatch) -> Result<u64, Failure> {
+async fn send_one(
+    w: &mut FrameWriter<SendHalf>,
+    enc: &mut IpcEncoder,
+    batch: &arrow::array::RecordBatch,
+) -> Result<u64, Failure> {
     let (header, body) = enc.batch(batch).map_err(ConnectorError::from)?;
     let frame = pb::ResponseFrame {
         frame: Some(pb::response_frame::Frame::Batch(pb::BatchFrame {
@@ -204,7 +246,13 @@ async fn send_one(w: &mut FrameWriter<SendHalf>, enc: &mut IpcEncoder, batch: &a
     Ok(body.len() as u64)
 }
 
-async fn send_end(w: &mut FrameWriter<SendHalf>, rows: u64, bytes: u64, first: Duration, total: Duration) -> Result<(), FrameError> {
+async fn send_end(
+    w: &mut FrameWriter<SendHalf>,
+    rows: u64,
+    bytes: u64,
+    first: Duration,
+    total: Duration,
+) -> Result<(), FrameError> {
     let frame = pb::ResponseFrame {
         frame: Some(pb::response_frame::Frame::End(pb::EndFrame {
             rows,
@@ -232,19 +280,35 @@ async fn run_query(
     if !limits.modes.iter().any(|m| pb::Mode::from(*m) == mode) {
         return Err(Failure::new(
             pb::ErrorCode::ModeNotAllowed,
-            format!("source {:?} does not allow {} queries (the agent's administrator decides this)", src.name, mode.as_str_name()),
+            format!(
+                "source {:?} does not allow {} queries (the agent's administrator decides this)",
+                src.name,
+                mode.as_str_name()
+            ),
         ));
     }
-    let compression = pb::Compression::try_from(q.compression)
-        .map_err(|_| Failure::new(pb::ErrorCode::InvalidRequest, format!("unknown compression {}", q.compression)))?;
-    writer.get_mut().set_priority(if mode == pb::Mode::Reload { PRIORITY_RELOAD } else { PRIORITY_REALTIME });
+    let compression = pb::Compression::try_from(q.compression).map_err(|_| {
+        Failure::new(
+            pb::ErrorCode::InvalidRequest,
+            format!("unknown compression {}", q.compression),
+        )
+    })?;
+    writer.get_mut().set_priority(if mode == pb::Mode::Reload {
+        PRIORITY_RELOAD
+    } else {
+        PRIORITY_REALTIME
+    });
 
     let queue = Duration::from_secs(limits.queue_timeout_secs);
     let _permit = tokio::time::timeout(queue, src.permits(mode).acquire())
         .await
         .map_err(|_| Failure {
             code: pb::ErrorCode::Busy,
-            message: format!("source {:?} is running its maximum of {} queries; waited {queue:?} for a slot", src.name, mode.as_str_name().to_lowercase()),
+            message: format!(
+                "source {:?} is running its maximum of {} queries; waited {queue:?} for a slot",
+                src.name,
+                mode.as_str_name().to_lowercase()
+            ),
             retryable: true,
         })?
         .map_err(|_| Failure::new(pb::ErrorCode::Unavailable, "agent is shutting down"))?;
@@ -252,10 +316,17 @@ async fn run_query(
     let params = if q.params_ipc.is_empty() {
         None
     } else {
-        let mut batches = crate::protocol::ipc::read_stream(&q.params_ipc)
-            .map_err(|e| Failure::new(pb::ErrorCode::InvalidRequest, format!("bad parameters: {e}")))?;
+        let mut batches = crate::protocol::ipc::read_stream(&q.params_ipc).map_err(|e| {
+            Failure::new(
+                pb::ErrorCode::InvalidRequest,
+                format!("bad parameters: {e}"),
+            )
+        })?;
         if batches.len() != 1 {
-            return Err(Failure::new(pb::ErrorCode::InvalidRequest, "parameters must be one record batch"));
+            return Err(Failure::new(
+                pb::ErrorCode::InvalidRequest,
+                "parameters must be one record batch",
+            ));
         }
         batches.pop()
     };
@@ -293,13 +364,19 @@ async fn run_query(
                 }
                 Output::Batch(b) => {
                     if !schema_sent {
-                        return Err(Failure::new(pb::ErrorCode::Internal, "connector sent a batch before the schema"));
+                        return Err(Failure::new(
+                            pb::ErrorCode::Internal,
+                            "connector sent a batch before the schema",
+                        ));
                     }
                     rows += b.num_rows() as u64;
                     if max_rows > 0 && rows > max_rows {
                         return Err(Failure::new(
                             pb::ErrorCode::LimitExceeded,
-                            format!("the result exceeds the {max_rows} rows source {:?} allows; filter or aggregate, or ask the agent's administrator to raise limits.max_rows", src.name),
+                            format!(
+                                "the result exceeds the {max_rows} rows source {:?} allows; filter or aggregate, or ask the agent's administrator to raise limits.max_rows",
+                                src.name
+                            ),
                         ));
                     }
                     bytes += send_batch(writer, &mut enc, &b).await?;

@@ -1,16 +1,16 @@
 //! One tunnel session: hello, heartbeats, and a task per query stream.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{Instrument, debug, info, warn};
 
-use super::{query, AgentError, Sources};
-use crate::protocol::{pb, FrameReader, FrameWriter, PROTOCOL_VERSION};
-use crate::transport::{Connection, CODE_SHUTDOWN, PRIORITY_CONTROL};
+use super::{AgentError, Sources, query};
+use crate::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
+use crate::transport::{CODE_SHUTDOWN, Connection, PRIORITY_CONTROL};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,7 +62,9 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let queries = CancellationToken::new();
     let active = Arc::new(AtomicU32::new(0));
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(u64::from(ack.heartbeat_interval_ms.max(1000))));
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(u64::from(
+        ack.heartbeat_interval_ms.max(1000),
+    )));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Reading the control stream lives in one future for the whole session,
@@ -70,7 +72,9 @@ pub async fn run(
     let control = async {
         loop {
             match reader.next::<pb::HubControl>().await {
-                Ok(Some(pb::HubControl { msg: Some(pb::hub_control::Msg::Error(e)) })) => {
+                Ok(Some(pb::HubControl {
+                    msg: Some(pb::hub_control::Msg::Error(e)),
+                })) => {
                     warn!(parent: &span, message = %e.message, "hub reported an error");
                 }
                 Ok(Some(_)) => {}

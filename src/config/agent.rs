@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_file, resolve, valid_name, Validate};
+use super::{Validate, check_file, resolve, valid_name};
 use crate::protocol::pb;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,7 +224,10 @@ impl Validate for AgentConfig {
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !self.hub.address.contains(':') {
-            p.push(format!("hub.address {:?} must be host:port", self.hub.address));
+            p.push(format!(
+                "hub.address {:?} must be host:port",
+                self.hub.address
+            ));
         }
         check_file(&mut p, "hub.ca", &self.hub.ca);
         check_file(&mut p, "hub.cert", &self.hub.cert);
@@ -235,11 +238,15 @@ impl Validate for AgentConfig {
         for (name, s) in &self.sources {
             let at = format!("sources.{name}");
             if !valid_name(name) {
-                p.push(format!("{at}: names may use letters, digits, '_', '-' and '.' (at most 64)"));
+                p.push(format!(
+                    "{at}: names may use letters, digits, '_', '-' and '.' (at most 64)"
+                ));
             }
             let l = s.limits();
             if l.modes.is_empty() {
-                p.push(format!("{at}.limits.modes is empty: allow realtime, reload or both"));
+                p.push(format!(
+                    "{at}.limits.modes is empty: allow realtime, reload or both"
+                ));
             }
             if l.realtime_concurrency == 0 || l.reload_concurrency == 0 {
                 p.push(format!("{at}.limits: concurrency must be at least 1"));
@@ -295,14 +302,32 @@ mod tests {
         "#;
         let cfg: AgentConfig = config::parse(text).unwrap();
         let problems = cfg.problems();
-        for needle in ["host:port", "hub.ca", "hub.cert", "hub.key", "names may use", "modes is empty", "not both"] {
-            assert!(problems.iter().any(|p| p.contains(needle)), "missing {needle}: {problems:#?}");
+        for needle in [
+            "host:port",
+            "hub.ca",
+            "hub.cert",
+            "hub.key",
+            "names may use",
+            "modes is empty",
+            "not both",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "missing {needle}: {problems:#?}"
+            );
         }
-        let unknown = config::parse::<AgentConfig>("[hub]\naddress='a:1'\nca='c'\ncert='c'\nkey='k'\ncolour='red'\n");
+        let unknown = config::parse::<AgentConfig>(
+            "[hub]\naddress='a:1'\nca='c'\ncert='c'\nkey='k'\ncolour='red'\n",
+        );
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
         let unknown_in_source = config::parse::<AgentConfig>(
             "[hub]\naddress='a:1'\nca='c'\ncert='c'\nkey='k'\n[sources.x]\nkind='sqlite'\npath='p'\npasword='x'\n",
         );
-        assert!(unknown_in_source.unwrap_err().to_string().contains("unknown field"));
+        assert!(
+            unknown_in_source
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{check_file, resolve, valid_name, Validate};
+use super::{Validate, check_file, resolve, valid_name};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +112,9 @@ impl Validate for HubConfig {
         let mut users: HashMap<&str, &str> = HashMap::new();
         for (tname, t) in &self.tenants {
             if !valid_name(tname) {
-                p.push(format!("tenants.{tname}: names may use letters, digits, '_', '-' and '.'"));
+                p.push(format!(
+                    "tenants.{tname}: names may use letters, digits, '_', '-' and '.'"
+                ));
             }
             for a in &t.agents {
                 if let Some(other) = agents.insert(a, tname) {

@@ -23,7 +23,10 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     #[error("{path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 /// A config type that can check itself and resolve its relative paths.
@@ -80,6 +83,9 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 pub(crate) fn check_file(problems: &mut Vec<String>, what: &str, p: &Path) {
     if !p.is_file() {
-        problems.push(format!("{what}: file {} does not exist or is not readable", p.display()));
+        problems.push(format!(
+            "{what}: file {} does not exist or is not readable",
+            p.display()
+        ));
     }
 }

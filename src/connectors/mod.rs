@@ -195,7 +195,10 @@ impl BatchSink {
     }
 
     pub async fn send(&self, out: Output) -> Result<(), ConnectorError> {
-        self.tx.send(out).await.map_err(|_| ConnectorError::Cancelled)
+        self.tx
+            .send(out)
+            .await
+            .map_err(|_| ConnectorError::Cancelled)
     }
 
     /// For connectors that run on a blocking thread.

@@ -55,7 +55,9 @@ fn value(a: &dyn Array) -> Result<Param, ConnectorError> {
         DataType::UInt64 => {
             let v = a.as_primitive::<UInt64Type>().value(0);
             Param::Int(i64::try_from(v).map_err(|_| {
-                ConnectorError::Params(format!("unsigned value {v} does not fit in a 64-bit integer"))
+                ConnectorError::Params(format!(
+                    "unsigned value {v} does not fit in a 64-bit integer"
+                ))
             })?)
         }
         DataType::Float32 => Param::Float(a.as_primitive::<Float32Type>().value(0).into()),
@@ -75,13 +77,19 @@ fn value(a: &dyn Array) -> Result<Param, ConnectorError> {
         DataType::Timestamp(unit, _) => {
             let micros = match unit {
                 TimeUnit::Second => a.as_primitive::<TimestampSecondType>().value(0) * 1_000_000,
-                TimeUnit::Millisecond => a.as_primitive::<TimestampMillisecondType>().value(0) * 1_000,
+                TimeUnit::Millisecond => {
+                    a.as_primitive::<TimestampMillisecondType>().value(0) * 1_000
+                }
                 TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().value(0),
-                TimeUnit::Nanosecond => a.as_primitive::<TimestampNanosecondType>().value(0) / 1_000,
+                TimeUnit::Nanosecond => {
+                    a.as_primitive::<TimestampNanosecondType>().value(0) / 1_000
+                }
             };
             Param::Timestamp(
                 DateTime::from_timestamp_micros(micros)
-                    .ok_or_else(|| ConnectorError::Params(format!("timestamp out of range: {micros}")))?
+                    .ok_or_else(|| {
+                        ConnectorError::Params(format!("timestamp out of range: {micros}"))
+                    })?
                     .naive_utc(),
             )
         }
@@ -109,8 +117,12 @@ mod tests {
             ("b", Arc::new(StringArray::from(vec![None::<&str>])) as _),
         ])
         .unwrap();
-        assert_eq!(from_batch(Some(&b)).unwrap(), vec![Param::Int(5), Param::Null]);
-        let two = RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(vec![1, 2])) as _)]).unwrap();
+        assert_eq!(
+            from_batch(Some(&b)).unwrap(),
+            vec![Param::Int(5), Param::Null]
+        );
+        let two = RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(vec![1, 2])) as _)])
+            .unwrap();
         assert!(from_batch(Some(&two)).is_err());
         assert!(from_batch(None).unwrap().is_empty());
     }

@@ -64,7 +64,9 @@ impl Sqlite {
 
 fn db_error(e: rusqlite::Error) -> ConnectorError {
     match e {
-        rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::OperationInterrupted => {
+        rusqlite::Error::SqliteFailure(err, _)
+            if err.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
             ConnectorError::Cancelled
         }
         rusqlite::Error::SqliteFailure(err, msg) => ConnectorError::Database {
@@ -98,7 +100,12 @@ fn declared_type(decl: Option<&str>) -> Option<DataType> {
         DataType::Timestamp(TimeUnit::Microsecond, None)
     } else if d == "DATE" {
         DataType::Date32
-    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") || d.contains("DEC") || d.contains("NUM") {
+    } else if d.contains("REAL")
+        || d.contains("FLOA")
+        || d.contains("DOUB")
+        || d.contains("DEC")
+        || d.contains("NUM")
+    {
         DataType::Float64
     } else {
         return None;
@@ -139,15 +146,20 @@ fn days_from_epoch(d: NaiveDate) -> i32 {
 }
 
 fn parse_timestamp(s: &str) -> Option<NaiveDateTime> {
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
-        .iter()
-        .find_map(|f| {
-            NaiveDateTime::parse_from_str(s, f).ok().or_else(|| {
-                NaiveDate::parse_from_str(s, f)
-                    .ok()
-                    .and_then(|d| d.and_hms_opt(0, 0, 0))
-            })
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d",
+    ]
+    .iter()
+    .find_map(|f| {
+        NaiveDateTime::parse_from_str(s, f).ok().or_else(|| {
+            NaiveDate::parse_from_str(s, f)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
         })
+    })
 }
 
 /// Turns one column of buffered values into an Arrow array of type `ty`.
@@ -188,18 +200,23 @@ fn column(name: &str, ty: &DataType, values: &[Value]) -> Result<ArrayRef, Conne
         }),
         DataType::Date32 => build!(Date32Builder::with_capacity(values.len()), |v| match v {
             Value::Text(s) => days_from_epoch(
-                parse_timestamp(s).ok_or_else(|| mismatch(name, v, ty))?.date()
+                parse_timestamp(s)
+                    .ok_or_else(|| mismatch(name, v, ty))?
+                    .date()
             ),
             _ => return Err(mismatch(name, v, ty)),
         }),
-        DataType::Timestamp(_, _) => build!(TimestampMicrosecondBuilder::with_capacity(values.len()), |v| match v {
-            Value::Text(s) => parse_timestamp(s)
-                .ok_or_else(|| mismatch(name, v, ty))?
-                .and_utc()
-                .timestamp_micros(),
-            Value::Integer(secs) => secs * 1_000_000,
-            _ => return Err(mismatch(name, v, ty)),
-        }),
+        DataType::Timestamp(_, _) => build!(
+            TimestampMicrosecondBuilder::with_capacity(values.len()),
+            |v| match v {
+                Value::Text(s) => parse_timestamp(s)
+                    .ok_or_else(|| mismatch(name, v, ty))?
+                    .and_utc()
+                    .timestamp_micros(),
+                Value::Integer(secs) => secs * 1_000_000,
+                _ => return Err(mismatch(name, v, ty)),
+            }
+        ),
         DataType::Binary => build!(BinaryBuilder::new(), |v| match v {
             Value::Blob(b) => b.as_slice(),
             Value::Text(s) => s.as_bytes(),
@@ -222,10 +239,20 @@ fn column(name: &str, ty: &DataType, values: &[Value]) -> Result<ArrayRef, Conne
 }
 
 /// Runs a query on a blocking thread, streaming batches into `sink`.
-fn run(conn: Connection, query: QuerySpec, params: Vec<Param>, sink: BatchSink, cancel: CancellationToken) -> Result<(), ConnectorError> {
+fn run(
+    conn: Connection,
+    query: QuerySpec,
+    params: Vec<Param>,
+    sink: BatchSink,
+    cancel: CancellationToken,
+) -> Result<(), ConnectorError> {
     let mut stmt = conn.prepare(&query.sql).map_err(db_error)?;
     let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let mut types: Vec<Option<DataType>> = stmt.columns().iter().map(|c| declared_type(c.decl_type())).collect();
+    let mut types: Vec<Option<DataType>> = stmt
+        .columns()
+        .iter()
+        .map(|c| declared_type(c.decl_type()))
+        .collect();
     let expected = stmt.parameter_count();
     if expected != params.len() {
         return Err(ConnectorError::Params(format!(
@@ -234,7 +261,9 @@ fn run(conn: Connection, query: QuerySpec, params: Vec<Param>, sink: BatchSink, 
         )));
     }
     let values: Vec<Value> = params.iter().map(to_sql).collect();
-    let mut rows = stmt.query(rusqlite::params_from_iter(values.iter())).map_err(db_error)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(values.iter()))
+        .map_err(db_error)?;
     let ncols = names.len();
     let mut schema: Option<SchemaRef> = None;
     let mut sizer = BatchSizer::new(query.batches);
@@ -246,7 +275,9 @@ fn run(conn: Connection, query: QuerySpec, params: Vec<Param>, sink: BatchSink, 
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
-            let Some(row) = rows.next().map_err(db_error)? else { break };
+            let Some(row) = rows.next().map_err(db_error)? else {
+                break;
+            };
             for (i, col) in cols.iter_mut().enumerate() {
                 let v: Value = row.get_ref(i).map_err(db_error).map(ValueRef::into)?;
                 col.push(v);
@@ -295,7 +326,12 @@ impl Connector for Sqlite {
         "sqlite"
     }
 
-    async fn execute(&self, query: &QuerySpec, sink: &BatchSink, cancel: &CancellationToken) -> Result<(), ConnectorError> {
+    async fn execute(
+        &self,
+        query: &QuerySpec,
+        sink: &BatchSink,
+        cancel: &CancellationToken,
+    ) -> Result<(), ConnectorError> {
         let params = super::params::from_batch(query.params.as_ref())?;
         let (query, sink, token) = (query.clone(), sink.clone(), cancel.clone());
         let (path, ro) = (self.path.clone(), self.read_only);

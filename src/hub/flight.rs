@@ -102,13 +102,18 @@ impl HubFlight {
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("expected an 'authorization: Bearer <token>' header; get a token with the Handshake"))?;
-        self.sessions
-            .check(token.trim())
-            .ok_or_else(|| Status::unauthenticated("the bearer token is unknown or expired; log in again"))
+        self.sessions.check(token.trim()).ok_or_else(|| {
+            Status::unauthenticated("the bearer token is unknown or expired; log in again")
+        })
     }
 
     /// The source a request addresses, within the caller's tenant.
-    fn source(&self, p: &Principal, md: &MetadataMap, catalog: Option<&str>) -> Result<String, Status> {
+    fn source(
+        &self,
+        p: &Principal,
+        md: &MetadataMap,
+        catalog: Option<&str>,
+    ) -> Result<String, Status> {
         if let Some(s) = catalog.filter(|s| !s.is_empty()) {
             return Ok(s.to_string());
         }
@@ -121,25 +126,43 @@ impl HubFlight {
         let sources = self.registry.sources(&p.tenant);
         match sources.as_slice() {
             [(only, _)] => Ok(only.clone()),
-            [] => Err(Status::unavailable("no agent of your tenant is connected, so no source is available")),
+            [] => Err(Status::unavailable(
+                "no agent of your tenant is connected, so no source is available",
+            )),
             many => Err(Status::invalid_argument(format!(
                 "name a source with the {HEADER_SOURCE} header; available: {}",
-                many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
 
-    fn statement(&self, p: &Principal, md: &MetadataMap, sql: String) -> Result<pb::Statement, Status> {
+    fn statement(
+        &self,
+        p: &Principal,
+        md: &MetadataMap,
+        sql: String,
+    ) -> Result<pb::Statement, Status> {
         let mode = match md.get(HEADER_MODE).map(|v| v.to_str().unwrap_or("")) {
             None | Some("realtime") => pb::Mode::Realtime,
             Some("reload") => pb::Mode::Reload,
-            Some(other) => return Err(Status::invalid_argument(format!("{HEADER_MODE} must be realtime or reload, not {other:?}"))),
+            Some(other) => {
+                return Err(Status::invalid_argument(format!(
+                    "{HEADER_MODE} must be realtime or reload, not {other:?}"
+                )));
+            }
         };
         let compression = match md.get(HEADER_COMPRESSION).map(|v| v.to_str().unwrap_or("")) {
             None | Some("none") => pb::Compression::None,
             Some("lz4") => pb::Compression::Lz4,
             Some("zstd") => pb::Compression::Zstd,
-            Some(other) => return Err(Status::invalid_argument(format!("{HEADER_COMPRESSION} must be none, lz4 or zstd, not {other:?}"))),
+            Some(other) => {
+                return Err(Status::invalid_argument(format!(
+                    "{HEADER_COMPRESSION} must be none, lz4 or zstd, not {other:?}"
+                )));
+            }
         };
         Ok(pb::Statement {
             source: self.source(p, md, None)?,
@@ -182,7 +205,12 @@ impl HubFlight {
     }
 
     /// Starts the statement, parks it, and describes where to fetch it.
-    async fn flight_info(&self, p: &Principal, st: pb::Statement, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    async fn flight_info(
+        &self,
+        p: &Principal,
+        st: pb::Statement,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
         let running = self.run(p, &st).await?;
         let schema = running.schema.clone();
         let pending_id = self.parked.park(&p.tenant, running)?;
@@ -193,7 +221,8 @@ impl HubFlight {
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
         };
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -205,7 +234,11 @@ impl HubFlight {
     }
 
     /// Flight info whose ticket is the command itself (metadata calls).
-    fn command_info(cmd: impl ProstMessageExt, schema: &Schema, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
+    fn command_info(
+        cmd: impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
         let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(cmd.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(schema)
@@ -215,7 +248,9 @@ impl HubFlight {
         Ok(Response::new(info))
     }
 
-    fn batch_stream(batch: arrow::array::RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>> {
+    fn batch_stream(
+        batch: arrow::array::RecordBatch,
+    ) -> Response<BoxStream<arrow_flight::FlightData>> {
         let schema = batch.schema();
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -225,7 +260,12 @@ impl HubFlight {
     }
 
     /// The tables of the caller's sources, optionally only of `catalog`.
-    async fn tables(&self, p: &Principal, catalog: Option<&str>, include_schema: bool) -> Result<Vec<(String, crate::protocol::catalog::TableInfo)>, Status> {
+    async fn tables(
+        &self,
+        p: &Principal,
+        catalog: Option<&str>,
+        include_schema: bool,
+    ) -> Result<Vec<(String, crate::protocol::catalog::TableInfo)>, Status> {
         let mut out = Vec::new();
         for (source, _) in self.registry.sources(&p.tenant) {
             if catalog.is_some_and(|c| c != source) {
@@ -235,7 +275,11 @@ impl HubFlight {
                 .registry
                 .route(&p.tenant, &source)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
-            let req = Self::request(p, &source, pb::request::Kind::ListTables(pb::ListTables { include_schema }));
+            let req = Self::request(
+                p,
+                &source,
+                pb::request::Kind::ListTables(pb::ListTables { include_schema }),
+            );
             for t in query::list_tables(&agent, req).await? {
                 out.push((source.clone(), t));
             }
@@ -245,7 +289,8 @@ impl HubFlight {
 }
 
 fn decode_handle(bytes: &[u8]) -> Result<pb::Statement, Status> {
-    pb::Statement::decode(bytes).map_err(|_| Status::invalid_argument("not a prepared statement handle of this hub"))
+    pb::Statement::decode(bytes)
+        .map_err(|_| Status::invalid_argument("not a prepared statement handle of this hub"))
 }
 
 fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
@@ -259,13 +304,18 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
 impl FlightSqlService for HubFlight {
     type FlightService = HubFlight;
 
-    async fn do_handshake(&self, request: Request<Streaming<HandshakeRequest>>) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
         let basic = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .ok_or_else(|| Status::unauthenticated("the handshake needs an 'authorization: Basic ...' header"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("the handshake needs an 'authorization: Basic ...' header")
+            })?;
         // Some clients (grpc-go, so ADBC) omit the base64 padding.
         let lenient = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
@@ -290,7 +340,8 @@ impl FlightSqlService for HubFlight {
             protocol_version: 0,
             payload: token.clone().into(),
         };
-        let mut resp = Response::new(Box::pin(futures::stream::once(async { Ok(payload) })) as BoxStream<_>);
+        let mut resp =
+            Response::new(Box::pin(futures::stream::once(async { Ok(payload) })) as BoxStream<_>);
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| Status::internal("token is not a valid header"))?;
@@ -298,19 +349,31 @@ impl FlightSqlService for HubFlight {
         Ok(resp)
     }
 
-    async fn get_flight_info_statement(&self, query: CommandStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let p = self.principal(request.metadata())?;
         let st = self.statement(&p, request.metadata(), query.query)?;
         self.flight_info(&p, st, request.into_inner()).await
     }
 
-    async fn get_flight_info_prepared_statement(&self, cmd: CommandPreparedStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let p = self.principal(request.metadata())?;
         let st = decode_handle(&cmd.prepared_statement_handle)?;
         self.flight_info(&p, st, request.into_inner()).await
     }
 
-    async fn do_get_statement(&self, ticket: TicketStatementQuery, request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let p = self.principal(request.metadata())?;
         let handle = pb::TicketHandle::decode(ticket.statement_handle.as_ref())
             .map_err(|_| Status::invalid_argument("not a ticket of this hub"))?;
@@ -326,14 +389,24 @@ impl FlightSqlService for HubFlight {
         Ok(Response::new(Box::pin(running.into_stream())))
     }
 
-    async fn do_action_create_prepared_statement(&self, query: ActionCreatePreparedStatementRequest, request: Request<Action>) -> Result<ActionCreatePreparedStatementResult, Status> {
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let p = self.principal(request.metadata())?;
         let st = self.statement(&p, request.metadata(), query.query)?;
         let agent = self
             .registry
             .route(&p.tenant, &st.source)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let req = Self::request(&p, &st.source, pb::request::Kind::Describe(pb::Describe { sql: st.sql.clone() }));
+        let req = Self::request(
+            &p,
+            &st.source,
+            pb::request::Kind::Describe(pb::Describe {
+                sql: st.sql.clone(),
+            }),
+        );
         let described = query::describe(&agent, req).await?;
         let encapsulate = |b: &[u8]| -> Result<bytes::Bytes, Status> {
             if b.is_empty() {
@@ -349,25 +422,37 @@ impl FlightSqlService for HubFlight {
         })
     }
 
-    async fn do_put_prepared_statement_query(&self, cmd: CommandPreparedStatementQuery, request: Request<PeekableFlightDataStream>) -> Result<DoPutPreparedStatementResult, Status> {
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
         self.principal(request.metadata())?;
         let mut st = decode_handle(&cmd.prepared_statement_handle)?;
-        let stream = request.into_inner().map_err(arrow_flight::error::FlightError::from);
-        let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
+        let stream = request
+            .into_inner()
+            .map_err(arrow_flight::error::FlightError::from);
+        let batches: Vec<_> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+                .try_collect()
+                .await
+                .map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
         let Some(first) = batches.first() else {
             return Err(Status::invalid_argument("no parameter values were sent"));
         };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows != 1 {
-            return Err(Status::invalid_argument(format!("bind exactly one row of parameters per execution, got {rows}")));
+            return Err(Status::invalid_argument(format!(
+                "bind exactly one row of parameters per execution, got {rows}"
+            )));
         }
         let row = batches.iter().find(|b| b.num_rows() == 1).unwrap_or(first);
-        let bytes = ipc::write_stream(&row.schema(), std::slice::from_ref(row)).map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = ipc::write_stream(&row.schema(), std::slice::from_ref(row))
+            .map_err(|e| Status::internal(e.to_string()))?;
         if bytes.len() > MAX_PARAMS {
-            return Err(Status::invalid_argument(format!("parameters exceed {MAX_PARAMS} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "parameters exceed {MAX_PARAMS} bytes"
+            )));
         }
         st.params_ipc = bytes.into();
         Ok(DoPutPreparedStatementResult {
@@ -375,45 +460,78 @@ impl FlightSqlService for HubFlight {
         })
     }
 
-    async fn do_action_close_prepared_statement(&self, _query: ActionClosePreparedStatementRequest, request: Request<Action>) -> Result<(), Status> {
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
         // Handles are self-contained: nothing to free.
         self.principal(request.metadata())?;
         Ok(())
     }
 
-    async fn get_flight_info_sql_info(&self, query: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.principal(request.metadata())?;
         Self::command_info(query, &self.sql_info.schema(), request.into_inner())
     }
 
-    async fn do_get_sql_info(&self, query: CommandGetSqlInfo, request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         self.principal(request.metadata())?;
-        let batch = query.into_builder(&self.sql_info).build().map_err(|e| Status::internal(e.to_string()))?;
+        let batch = query
+            .into_builder(&self.sql_info)
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Self::batch_stream(batch))
     }
 
-    async fn get_flight_info_catalogs(&self, query: CommandGetCatalogs, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.principal(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_catalogs(&self, query: CommandGetCatalogs, request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let p = self.principal(request.metadata())?;
         let mut b = query.into_builder();
         for (source, _) in self.registry.sources(&p.tenant) {
             b.append(source);
         }
-        Ok(Self::batch_stream(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(Self::batch_stream(
+            b.build().map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
-    async fn get_flight_info_schemas(&self, query: CommandGetDbSchemas, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.principal(request.metadata())?;
         let schema = query.clone().into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_schemas(&self, query: CommandGetDbSchemas, request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let p = self.principal(request.metadata())?;
         let tables = self.tables(&p, query.catalog.as_deref(), false).await?;
         let mut pairs: Vec<(String, String)> = tables
@@ -426,16 +544,26 @@ impl FlightSqlService for HubFlight {
         for (c, s) in pairs {
             b.append(c, s);
         }
-        Ok(Self::batch_stream(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(Self::batch_stream(
+            b.build().map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
-    async fn get_flight_info_tables(&self, query: CommandGetTables, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.principal(request.metadata())?;
         let schema = query.clone().into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_tables(&self, query: CommandGetTables, request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let p = self.principal(request.metadata())?;
         let include = query.include_schema;
         let tables = self.tables(&p, query.catalog.as_deref(), include).await?;
@@ -443,33 +571,64 @@ impl FlightSqlService for HubFlight {
         let empty = Schema::empty();
         for (catalog, t) in tables {
             let schema = t.schema.as_deref().unwrap_or(&empty);
-            b.append(catalog, t.db_schema.unwrap_or_default(), t.name, t.table_type, schema)
-                .map_err(|e| Status::internal(e.to_string()))?;
+            b.append(
+                catalog,
+                t.db_schema.unwrap_or_default(),
+                t.name,
+                t.table_type,
+                schema,
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
         }
-        Ok(Self::batch_stream(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(Self::batch_stream(
+            b.build().map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
-    async fn get_flight_info_table_types(&self, query: CommandGetTableTypes, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         self.principal(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
 
-    async fn do_get_table_types(&self, query: CommandGetTableTypes, request: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         self.principal(request.metadata())?;
         let mut b = query.into_builder();
         for t in ["TABLE", "VIEW"] {
             b.append(t);
         }
-        Ok(Self::batch_stream(b.build().map_err(|e| Status::internal(e.to_string()))?))
+        Ok(Self::batch_stream(
+            b.build().map_err(|e| Status::internal(e.to_string()))?,
+        ))
     }
 
-    async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        Err(Status::unimplemented(format!("action {:?} is not supported", request.get_ref().r#type)))
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "action {:?} is not supported",
+            request.get_ref().r#type
+        )))
     }
 
-    async fn do_get_fallback(&self, _request: Request<Ticket>, message: Any) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        Err(Status::unimplemented(format!("tickets of type {} are not supported", message.type_url)))
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        Err(Status::unimplemented(format!(
+            "tickets of type {} are not supported",
+            message.type_url
+        )))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
@@ -477,6 +636,8 @@ impl FlightSqlService for HubFlight {
 
 /// Type check that the DoGet stream type matches what tonic expects.
 #[allow(dead_code)]
-fn _assert_stream(s: <HubFlight as FlightService>::DoGetStream) -> BoxStream<arrow_flight::FlightData> {
+fn _assert_stream(
+    s: <HubFlight as FlightService>::DoGetStream,
+) -> BoxStream<arrow_flight::FlightData> {
     s.boxed()
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -20,16 +21,22 @@ pub use registry::Registry;
 
 use crate::auth::{Sessions, Users};
 use crate::config::hub::HubConfig;
-use crate::transport::{quic, tls, TransportError};
+use crate::transport::{TransportError, quic, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("tunnel listener on {addr}: {source}")]
-    Tunnel { addr: SocketAddr, source: TransportError },
+    Tunnel {
+        addr: SocketAddr,
+        source: TransportError,
+    },
     #[error("Flight SQL listener on {addr}: {source}")]
-    Flight { addr: SocketAddr, source: std::io::Error },
+    Flight {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("Flight SQL server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -49,11 +56,18 @@ pub struct Hub {
 impl Hub {
     /// Binds both listeners, so their addresses are known before `run`.
     pub async fn build(config: HubConfig) -> Result<Hub, HubError> {
-        let tls = tls::server_config(&config.tunnel.cert, &config.tunnel.key, &config.tunnel.client_ca)?;
-        let endpoint = quic::server_endpoint(config.tunnel.listen, tls, AGENT_STREAMS).map_err(|source| HubError::Tunnel {
-            addr: config.tunnel.listen,
-            source,
-        })?;
+        let tls = tls::server_config(
+            &config.tunnel.cert,
+            &config.tunnel.key,
+            &config.tunnel.client_ca,
+        )?;
+        let endpoint =
+            quic::server_endpoint(config.tunnel.listen, tls, AGENT_STREAMS).map_err(|source| {
+                HubError::Tunnel {
+                    addr: config.tunnel.listen,
+                    source,
+                }
+            })?;
         let flight_listener = tokio::net::TcpListener::bind(config.flight.listen)
             .await
             .map_err(|source| HubError::Flight {
@@ -122,14 +136,27 @@ impl Hub {
             }
         };
         let mut server = tonic::transport::Server::builder().http2_adaptive_window(Some(true));
-        if let (Some(cert), Some(key)) = (&self.config.flight.tls_cert, &self.config.flight.tls_key) {
+        if let (Some(cert), Some(key)) = (&self.config.flight.tls_cert, &self.config.flight.tls_key)
+        {
             let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|source| tls::TlsError::Read { path: p.into(), source })
+                std::fs::read(p).map_err(|source| tls::TlsError::Read {
+                    path: p.into(),
+                    source,
+                })
             };
             let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+            server =
+                server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
         }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.flight_listener);
+        // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to
+        // each small response: fatal for realtime queries.
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(self.flight_listener).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
         let drain_signal = shutdown.clone();
         let flight = server
             .add_service(FlightServiceServer::new(service).max_decoding_message_size(16 << 20))

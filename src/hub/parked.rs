@@ -72,7 +72,13 @@ impl Parked {
     }
 
     pub fn clear(&self) {
-        let all: Vec<Entry> = self.entries.lock().expect("parked lock").drain().map(|(_, e)| e).collect();
+        let all: Vec<Entry> = self
+            .entries
+            .lock()
+            .expect("parked lock")
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
         drop(all);
     }
 }

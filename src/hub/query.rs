@@ -12,8 +12,8 @@ use futures::Stream;
 use tonic::Status;
 
 use super::registry::{AgentHandle, InflightGuard};
-use crate::protocol::{catalog, ipc, pb, FrameReader, FrameWriter};
-use crate::transport::{RecvHalf, SendHalf, CODE_CANCELLED, PRIORITY_RELOAD, PRIORITY_REALTIME};
+use crate::protocol::{FrameReader, FrameWriter, catalog, ipc, pb};
+use crate::transport::{CODE_CANCELLED, PRIORITY_REALTIME, PRIORITY_RELOAD, RecvHalf, SendHalf};
 
 /// Largest batch body the hub accepts from an agent.
 pub const MAX_BODY: usize = 256 << 20;
@@ -61,7 +61,11 @@ fn lost(agent: &AgentHandle, e: impl std::fmt::Display) -> Status {
     ))
 }
 
-async fn open(agent: &Arc<AgentHandle>, request: &pb::Request, priority: i32) -> Result<(FrameReader<RecvHalf>, SendHalf), Status> {
+async fn open(
+    agent: &Arc<AgentHandle>,
+    request: &pb::Request,
+    priority: i32,
+) -> Result<(FrameReader<RecvHalf>, SendHalf), Status> {
     let (send, recv) = agent.conn.open_bi().await.map_err(|e| lost(agent, e))?;
     send.set_priority(priority);
     let mut writer = FrameWriter::new(send);
@@ -71,9 +75,15 @@ async fn open(agent: &Arc<AgentHandle>, request: &pb::Request, priority: i32) ->
     Ok((FrameReader::new(recv, MAX_BODY), send))
 }
 
-async fn first_frame(agent: &AgentHandle, source: &str, reader: &mut FrameReader<RecvHalf>) -> Result<pb::response_frame::Frame, Status> {
+async fn first_frame(
+    agent: &AgentHandle,
+    source: &str,
+    reader: &mut FrameReader<RecvHalf>,
+) -> Result<pb::response_frame::Frame, Status> {
     match reader.next::<pb::ResponseFrame>().await {
-        Ok(Some(pb::ResponseFrame { frame: Some(pb::response_frame::Frame::Error(e)) })) => Err(error_status(source, &e)),
+        Ok(Some(pb::ResponseFrame {
+            frame: Some(pb::response_frame::Frame::Error(e)),
+        })) => Err(error_status(source, &e)),
         Ok(Some(pb::ResponseFrame { frame: Some(f) })) => Ok(f),
         Ok(Some(_)) => Err(Status::internal("agent sent an empty frame")),
         Ok(None) => Err(lost(agent, "stream closed before any answer")),
@@ -85,7 +95,11 @@ async fn first_frame(agent: &AgentHandle, source: &str, reader: &mut FrameReader
 pub async fn start(agent: &Arc<AgentHandle>, request: pb::Request) -> Result<Running, Status> {
     let inflight = InflightGuard::new(agent.clone());
     let realtime = matches!(&request.kind, Some(pb::request::Kind::Query(q)) if q.mode != pb::Mode::Reload as i32);
-    let priority = if realtime { PRIORITY_REALTIME } else { PRIORITY_RELOAD };
+    let priority = if realtime {
+        PRIORITY_REALTIME
+    } else {
+        PRIORITY_RELOAD
+    };
     let (mut reader, send) = open(agent, &request, priority).await?;
     match first_frame(agent, &request.source, &mut reader).await? {
         pb::response_frame::Frame::Schema(s) => {
@@ -106,22 +120,34 @@ pub async fn start(agent: &Arc<AgentHandle>, request: pb::Request) -> Result<Run
 }
 
 /// Asks the agent to prepare a statement and report its schemas.
-pub async fn describe(agent: &Arc<AgentHandle>, request: pb::Request) -> Result<pb::DescribeResult, Status> {
+pub async fn describe(
+    agent: &Arc<AgentHandle>,
+    request: pb::Request,
+) -> Result<pb::DescribeResult, Status> {
     let _inflight = InflightGuard::new(agent.clone());
     let (mut reader, _send) = open(agent, &request, PRIORITY_REALTIME).await?;
     match first_frame(agent, &request.source, &mut reader).await? {
         pb::response_frame::Frame::Described(d) => Ok(d),
-        _ => Err(Status::internal("agent answered describe with something else")),
+        _ => Err(Status::internal(
+            "agent answered describe with something else",
+        )),
     }
 }
 
 /// Lists a source's tables (a small result, collected in memory).
-pub async fn list_tables(agent: &Arc<AgentHandle>, request: pb::Request) -> Result<Vec<catalog::TableInfo>, Status> {
+pub async fn list_tables(
+    agent: &Arc<AgentHandle>,
+    request: pb::Request,
+) -> Result<Vec<catalog::TableInfo>, Status> {
     let mut running = start(agent, request).await?;
     let mut tables = Vec::new();
     while let Some(data) = running.next_data().await? {
-        let batches = arrow_flight::utils::flight_data_to_arrow_batch(&data, running.schema.clone(), &Default::default())
-            .map_err(|e| Status::internal(format!("bad table listing: {e}")))?;
+        let batches = arrow_flight::utils::flight_data_to_arrow_batch(
+            &data,
+            running.schema.clone(),
+            &Default::default(),
+        )
+        .map_err(|e| Status::internal(format!("bad table listing: {e}")))?;
         tables.extend(catalog::from_batch(&batches).map_err(|e| Status::internal(e.to_string()))?);
     }
     Ok(tables)
@@ -135,22 +161,40 @@ impl Running {
         }
         let frame = self.reader.next::<pb::ResponseFrame>().await;
         let agent_gone = |e: &dyn std::fmt::Display| {
-            Status::unavailable(format!("the agent stopped sending mid-result ({e}); retry the query"))
+            Status::unavailable(format!(
+                "the agent stopped sending mid-result ({e}); retry the query"
+            ))
         };
         match frame {
-            Ok(Some(pb::ResponseFrame { frame: Some(pb::response_frame::Frame::Batch(b)) })) => {
-                let body = self.reader.body(b.body_len).await.map_err(|e| agent_gone(&e))?;
-                Ok(Some(FlightData::new().with_data_header(b.ipc_header).with_data_body(body)))
+            Ok(Some(pb::ResponseFrame {
+                frame: Some(pb::response_frame::Frame::Batch(b)),
+            })) => {
+                let body = self
+                    .reader
+                    .body(b.body_len)
+                    .await
+                    .map_err(|e| agent_gone(&e))?;
+                Ok(Some(
+                    FlightData::new()
+                        .with_data_header(b.ipc_header)
+                        .with_data_body(body),
+                ))
             }
-            Ok(Some(pb::ResponseFrame { frame: Some(pb::response_frame::Frame::End(_)) })) => {
+            Ok(Some(pb::ResponseFrame {
+                frame: Some(pb::response_frame::Frame::End(_)),
+            })) => {
                 self.finished = true;
                 Ok(None)
             }
-            Ok(Some(pb::ResponseFrame { frame: Some(pb::response_frame::Frame::Error(e)) })) => {
+            Ok(Some(pb::ResponseFrame {
+                frame: Some(pb::response_frame::Frame::Error(e)),
+            })) => {
                 self.finished = true;
                 Err(error_status(&self.source, &e))
             }
-            Ok(Some(_)) => Err(Status::internal("agent sent an unexpected frame mid-result")),
+            Ok(Some(_)) => Err(Status::internal(
+                "agent sent an unexpected frame mid-result",
+            )),
             Ok(None) => Err(agent_gone(&"stream ended without an end frame")),
             Err(e) => Err(agent_gone(&e)),
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::protocol::pb;
-use crate::transport::{Connection, CODE_REFUSED};
+use crate::transport::{CODE_REFUSED, Connection};
 
 pub struct AgentHandle {
     pub id: String,
@@ -44,10 +44,15 @@ impl Drop for InflightGuard {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("no agent of this tenant is connected; check that the agent service is running and can reach the hub")]
+    #[error(
+        "no agent of this tenant is connected; check that the agent service is running and can reach the hub"
+    )]
     NoAgent,
     #[error("no connected agent serves source {source_name:?}; available: {available}")]
-    UnknownSource { source_name: String, available: String },
+    UnknownSource {
+        source_name: String,
+        available: String,
+    },
 }
 
 #[derive(Default)]
@@ -62,7 +67,10 @@ impl Registry {
         let list = tenants.entry(agent.tenant.clone()).or_default();
         list.retain(|a| {
             if a.id == agent.id {
-                a.conn.close(CODE_REFUSED, "replaced by a newer connection of the same agent");
+                a.conn.close(
+                    CODE_REFUSED,
+                    "replaced by a newer connection of the same agent",
+                );
                 false
             } else {
                 true
@@ -127,6 +135,11 @@ impl Registry {
     }
 
     pub fn count(&self) -> usize {
-        self.tenants.read().expect("registry lock").values().map(Vec::len).sum()
+        self.tenants
+            .read()
+            .expect("registry lock")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }

@@ -2,17 +2,17 @@
 //! the hub's configuration, then the control stream until the agent leaves.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{Instrument, info, warn};
 
 use super::registry::{AgentHandle, Registry};
-use crate::protocol::{pb, FrameReader, FrameWriter, PROTOCOL_VERSION};
-use crate::transport::{tls, Connection, CODE_REFUSED, CODE_SHUTDOWN};
+use crate::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
+use crate::transport::{CODE_REFUSED, CODE_SHUTDOWN, Connection, tls};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -29,7 +29,8 @@ pub async fn serve(
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = shutdown.cancelled() => break,
         };
-        let (registry, tenants, shutdown) = (registry.clone(), tenant_of_agent.clone(), shutdown.clone());
+        let (registry, tenants, shutdown) =
+            (registry.clone(), tenant_of_agent.clone(), shutdown.clone());
         let remote = incoming.remote_address();
         tracker.spawn(
             async move {
@@ -59,9 +60,15 @@ enum SessionError {
     Refused(String),
 }
 
-async fn refuse(writer: &mut FrameWriter<crate::transport::SendHalf>, conn: &Connection, why: String) -> SessionError {
+async fn refuse(
+    writer: &mut FrameWriter<crate::transport::SendHalf>,
+    conn: &Connection,
+    why: String,
+) -> SessionError {
     let msg = pb::HubControl {
-        msg: Some(pb::hub_control::Msg::Error(pb::HubError { message: why.clone() })),
+        msg: Some(pb::hub_control::Msg::Error(pb::HubError {
+            message: why.clone(),
+        })),
     };
     let _ = writer.send(&msg).await;
     writer.get_mut().finish();
@@ -82,8 +89,15 @@ async fn agent_session(
         .map_err(|_| SessionError::Refused("no control stream".into()))??;
     let mut writer = FrameWriter::new(send);
     let mut reader = FrameReader::new(recv, 0);
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.expect::<pb::AgentControl>("hello")).await {
-        Ok(Ok(pb::AgentControl { msg: Some(pb::agent_control::Msg::Hello(h)) })) => h,
+    let hello = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        reader.expect::<pb::AgentControl>("hello"),
+    )
+    .await
+    {
+        Ok(Ok(pb::AgentControl {
+            msg: Some(pb::agent_control::Msg::Hello(h)),
+        })) => h,
         Ok(Err(e)) => return Err(refuse(&mut writer, &conn, format!("malformed hello: {e}")).await),
         _ => return Err(refuse(&mut writer, &conn, "expected a hello first".into()).await),
     };

@@ -40,7 +40,9 @@ pub fn to_batch(tables: &[TableInfo]) -> Result<RecordBatch, ArrowError> {
             Arc::new(StringArray::from_iter(
                 tables.iter().map(|t| t.db_schema.as_deref()),
             )),
-            Arc::new(StringArray::from_iter_values(tables.iter().map(|t| &t.name))),
+            Arc::new(StringArray::from_iter_values(
+                tables.iter().map(|t| &t.name),
+            )),
             Arc::new(StringArray::from_iter_values(
                 tables.iter().map(|t| &t.table_type),
             )),

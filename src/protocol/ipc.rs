@@ -50,9 +50,9 @@ impl IpcEncoder {
     /// Header and body of a record batch message. Connectors never produce
     /// dictionary-encoded columns, so no dictionary messages come out.
     pub fn batch(&mut self, batch: &RecordBatch) -> Result<(Vec<u8>, Vec<u8>), ArrowError> {
-        let (dicts, data) = self
-            .generator
-            .encode(batch, &mut self.tracker, &self.options, &mut self.context)?;
+        let (dicts, data) =
+            self.generator
+                .encode(batch, &mut self.tracker, &self.options, &mut self.context)?;
         if !dicts.is_empty() {
             return Err(ArrowError::NotYetImplemented(
                 "dictionary-encoded columns cannot cross the tunnel".into(),
@@ -64,7 +64,9 @@ impl IpcEncoder {
 
 /// Decodes a schema sent as a flatbuffer `Message`.
 pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
-    Ok(Arc::new(arrow::ipc::convert::try_schema_from_flatbuffer_bytes(bytes)?))
+    Ok(Arc::new(
+        arrow::ipc::convert::try_schema_from_flatbuffer_bytes(bytes)?,
+    ))
 }
 
 /// Writes batches as a complete Arrow IPC stream (used for bound parameters).
@@ -114,7 +116,11 @@ mod tests {
     #[test]
     fn schema_round_trip_and_compressed_batches() {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, false)]);
-        for c in [pb::Compression::None, pb::Compression::Lz4, pb::Compression::Zstd] {
+        for c in [
+            pb::Compression::None,
+            pb::Compression::Lz4,
+            pb::Compression::Zstd,
+        ] {
             let mut enc = IpcEncoder::new(c).unwrap();
             let bytes = enc.schema(&schema);
             assert_eq!(decode_schema(&bytes).unwrap().as_ref(), &schema);
@@ -128,7 +134,11 @@ mod tests {
             if c == pb::Compression::None {
                 assert!(body.len() >= 80_000);
             } else {
-                assert!(body.len() < 60_000, "{c:?} did not compress: {}", body.len());
+                assert!(
+                    body.len() < 60_000,
+                    "{c:?} did not compress: {}",
+                    body.len()
+                );
             }
         }
         assert!(decode_schema(b"junk").is_err());

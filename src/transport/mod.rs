@@ -158,7 +158,11 @@ impl SendHalf {
 }
 
 impl AsyncWrite for SendHalf {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             SendHalf::Quic(s) => Pin::new(s).poll_write(cx, buf).map_err(Into::into),
         }
@@ -194,7 +198,11 @@ impl RecvHalf {
 }
 
 impl AsyncRead for RecvHalf {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             RecvHalf::Quic(r) => Pin::new(r).poll_read(cx, buf),
         }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig, VarInt};
 
-use super::tls::TlsError;
 use super::TransportError;
+use super::tls::TlsError;
 
 /// Per-stream receive window: a slow Flight client holds at most this much
 /// of one query in the receiver's buffers (the memory bound per query).
@@ -74,7 +74,12 @@ pub fn client_endpoint(
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config(accept_streams)));
     let socket = udp_socket(bind)?;
-    let mut ep = Endpoint::new(EndpointConfig::default(), None, socket, Arc::new(TokioRuntime))?;
+    let mut ep = Endpoint::new(
+        EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(TokioRuntime),
+    )?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }

@@ -7,9 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::server::WebPkiClientVerifier;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -90,10 +93,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Hub side: TLS 1.3 only, our ALPN, and a client certificate signed by `client_ca`.
-pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -202,7 +210,8 @@ impl DevPki {
         let issuer = Issuer::new(ca, ca_key);
         let hub_key = KeyPair::generate()?;
         let mut hub = CertificateParams::new(hub_names.to_vec())?;
-        hub.distinguished_name.push(DnType::CommonName, "gatehouse hub");
+        hub.distinguished_name
+            .push(DnType::CommonName, "gatehouse hub");
         hub.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let hub_cert = hub.signed_by(&hub_key, &issuer)?;
         write_file(&pki.hub_cert(), &hub_cert.pem(), false)?;

@@ -8,7 +8,7 @@ use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
 use futures::TryStreamExt;
 use tonic::Code;
 
-use crate::harness::{code, message, query, rows, sqlite, tpch_db, Fixture};
+use crate::harness::{Fixture, code, message, query, rows, sqlite, tpch_db};
 
 async fn demo() -> Fixture {
     Fixture::builder()
@@ -18,10 +18,20 @@ async fn demo() -> Fixture {
         .await
 }
 
-async fn fetch(c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>, info: arrow_flight::FlightInfo) -> Vec<RecordBatch> {
+async fn fetch(
+    c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for ep in info.endpoint {
-        out.extend(c.do_get(ep.ticket.unwrap()).await.unwrap().try_collect::<Vec<_>>().await.unwrap());
+        out.extend(
+            c.do_get(ep.ticket.unwrap())
+                .await
+                .unwrap()
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap(),
+        );
     }
     out
 }
@@ -33,7 +43,11 @@ async fn login_is_required_and_checked() {
     // The Rust client folds the handshake status into its message.
     for (user, pw) in [("alice", "wrong"), ("mallory", "correct horse")] {
         let e = anon.handshake(user, pw).await.unwrap_err().to_string();
-        assert!(e.contains("valid authentication credentials") && e.contains("invalid user name or password"), "{e}");
+        assert!(
+            e.contains("valid authentication credentials")
+                && e.contains("invalid user name or password"),
+            "{e}"
+        );
     }
     let e = query(&mut anon, "SELECT 1").await.unwrap_err();
     assert_eq!(code(&e), Code::Unauthenticated);
@@ -48,7 +62,12 @@ async fn login_is_required_and_checked() {
 async fn statement_values_match_the_database() {
     let fx = demo().await;
     let mut c = fx.client("alice").await;
-    let b = query(&mut c, "SELECT n_nationkey, n_name, n_regionkey FROM nation ORDER BY n_nationkey").await.unwrap();
+    let b = query(
+        &mut c,
+        "SELECT n_nationkey, n_name, n_regionkey FROM nation ORDER BY n_nationkey",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows(&b), 25);
     let b = arrow::compute::concat_batches(&b[0].schema(), &b).unwrap();
     assert_eq!(b.schema().field(0).data_type(), &DataType::Int64);
@@ -61,14 +80,25 @@ async fn statement_values_match_the_database() {
     // An aggregate, checked against SQLite directly.
     let direct: f64 = rusqlite::Connection::open(tpch_db())
         .unwrap()
-        .query_row("SELECT sum(l_extendedprice) FROM lineitem WHERE l_returnflag = 'R'", [], |r| r.get(0))
+        .query_row(
+            "SELECT sum(l_extendedprice) FROM lineitem WHERE l_returnflag = 'R'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    let b = query(&mut c, "SELECT sum(l_extendedprice) FROM lineitem WHERE l_returnflag = 'R'").await.unwrap();
+    let b = query(
+        &mut c,
+        "SELECT sum(l_extendedprice) FROM lineitem WHERE l_returnflag = 'R'",
+    )
+    .await
+    .unwrap();
     let got = b[0].column(0).as_primitive::<Float64Type>().value(0);
     assert!((got - direct).abs() < 1e-6, "{got} vs {direct}");
 
     // Empty result keeps its schema.
-    let b = query(&mut c, "SELECT n_name FROM nation WHERE 1 = 0").await.unwrap();
+    let b = query(&mut c, "SELECT n_name FROM nation WHERE 1 = 0")
+        .await
+        .unwrap();
     assert_eq!(rows(&b), 0);
     fx.stop().await;
 }
@@ -100,10 +130,20 @@ async fn prepared_statements_bind_parameters() {
     let fx = demo().await;
     let mut c = fx.client("alice").await;
     let mut ps = c
-        .prepare("SELECT n_name FROM nation WHERE n_regionkey = ? AND n_name > ? ORDER BY n_name".into(), None)
+        .prepare(
+            "SELECT n_name FROM nation WHERE n_regionkey = ? AND n_name > ? ORDER BY n_name".into(),
+            None,
+        )
         .await
         .unwrap();
-    for (region, after, want) in [(1i64, "A", vec!["ARGENTINA", "BRAZIL", "CANADA", "PERU", "UNITED STATES"]), (3, "R", vec!["ROMANIA", "RUSSIA", "UNITED KINGDOM"])] {
+    for (region, after, want) in [
+        (
+            1i64,
+            "A",
+            vec!["ARGENTINA", "BRAZIL", "CANADA", "PERU", "UNITED STATES"],
+        ),
+        (3, "R", vec!["ROMANIA", "RUSSIA", "UNITED KINGDOM"]),
+    ] {
         let params = RecordBatch::try_from_iter([
             ("region", Arc::new(Int64Array::from(vec![region])) as _),
             ("after", Arc::new(StringArray::from(vec![after])) as _),
@@ -114,7 +154,13 @@ async fn prepared_statements_bind_parameters() {
         let b = fetch(&mut c, info).await;
         let got: Vec<String> = b
             .iter()
-            .flat_map(|b| b.column(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect::<Vec<_>>())
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(got, want);
     }
@@ -135,18 +181,30 @@ async fn prepared_statements_bind_parameters() {
 async fn metadata_calls_describe_the_agents_sources() {
     let fx = demo().await;
     let mut c = fx.client("alice").await;
-    let info = c.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly]).await.unwrap();
+    let info = c
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .unwrap();
     let b = fetch(&mut c, info).await;
     assert_eq!(rows(&b), 2);
     assert_eq!(b[0].schema().field(0).name(), "info_name");
-    assert!(matches!(b[0].schema().field(1).data_type(), DataType::Union(_, _)));
+    assert!(matches!(
+        b[0].schema().field(1).data_type(),
+        DataType::Union(_, _)
+    ));
 
     let info = c.get_catalogs().await.unwrap();
     let b = fetch(&mut c, info).await;
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "tpch");
 
     let info = c
-        .get_db_schemas(CommandGetDbSchemas { catalog: Some("tpch".into()), db_schema_filter_pattern: None })
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("tpch".into()),
+            db_schema_filter_pattern: None,
+        })
         .await
         .unwrap();
     let b = fetch(&mut c, info).await;
@@ -183,18 +241,25 @@ async fn errors_are_clear_and_typed() {
     let e = query(&mut c, "SELEKT 1").await.unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
     assert!(message(&e).contains("syntax error"), "{e}");
-    let e = query(&mut c, "SELECT * FROM no_such_table").await.unwrap_err();
+    let e = query(&mut c, "SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
     assert!(message(&e).contains("no such table"), "{e}");
     c.set_header("x-gatehouse-source", "elsewhere");
     let e = query(&mut c, "SELECT 1").await.unwrap_err();
     assert_eq!(code(&e), Code::Unavailable, "{e}");
     assert!(message(&e).contains("available: tpch"), "{e}");
     // Writes are not part of this gateway.
-    let e = c.execute_update("DELETE FROM nation".into(), None).await.unwrap_err();
+    let e = c
+        .execute_update("DELETE FROM nation".into(), None)
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::Unimplemented);
     // Read-only SQLite refuses writes even if sent as a query.
     c.set_header("x-gatehouse-source", "tpch");
-    let e = query(&mut c, "DELETE FROM nation RETURNING *").await.unwrap_err();
+    let e = query(&mut c, "DELETE FROM nation RETURNING *")
+        .await
+        .unwrap_err();
     assert!(message(&e).contains("readonly"), "{e}");
     let still: Vec<RecordBatch> = query(&mut c, "SELECT count(*) FROM nation").await.unwrap();
     assert_eq!(still[0].column(0).as_primitive::<Int64Type>().value(0), 25);

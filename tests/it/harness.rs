@@ -12,7 +12,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use gatehouse::agent::Agent;
-use gatehouse::config::agent::{AgentConfig, HubConnection, Limits, PostgresSource, SourceConfig, SqliteSource};
+use gatehouse::config::agent::{
+    AgentConfig, HubConnection, Limits, PostgresSource, SourceConfig, SqliteSource,
+};
 use gatehouse::config::hub::{FlightListener, HubConfig, Tenant, TunnelListener, User};
 use gatehouse::hub::{Hub, Registry};
 use gatehouse::transport::tls::DevPki;
@@ -119,11 +121,18 @@ impl Builder {
     }
 
     pub fn agent(mut self, tenant: &str, id: &str, sources: Vec<(&str, SourceConfig)>) -> Self {
-        self.tenants.get_mut(tenant).expect("tenant first").agents.push(id.into());
+        self.tenants
+            .get_mut(tenant)
+            .expect("tenant first")
+            .agents
+            .push(id.into());
         self.agents.push(AgentSpec {
             id: id.into(),
             tenant: tenant.into(),
-            sources: sources.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
+            sources: sources
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s))
+                .collect(),
         });
         self
     }
@@ -131,7 +140,10 @@ impl Builder {
     pub async fn start(self) -> Fixture {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
             .try_init();
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::create(&dir.path().join("pki"), &["localhost".into()]).unwrap();
@@ -278,7 +290,10 @@ impl Fixture {
 }
 
 /// Runs a statement and collects every batch.
-pub async fn query(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Result<Vec<RecordBatch>, FlightError> {
+pub async fn query(
+    c: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, FlightError> {
     let info = c.execute(sql.to_string(), None).await?;
     let mut out = Vec::new();
     for ep in info.endpoint {

@@ -2,9 +2,9 @@
 //! tunnel, real Flight SQL clients (arrow-flight here, ADBC and pyarrow in
 //! `python.rs`), and a real PostgreSQL started by `tests/run`.
 
-mod harness;
 mod flight_sql;
+mod harness;
 mod postgres;
-mod tunnel;
-mod tenants;
 mod python;
+mod tenants;
+mod tunnel;

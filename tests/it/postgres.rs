@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use gatehouse::config::agent::{Limits, ModeName};
 use tonic::Code;
 
-use crate::harness::{code, message, pg_admin, postgres, query, rows, unique, Fixture};
+use crate::harness::{Fixture, code, message, pg_admin, postgres, query, rows, unique};
 
 async fn fixture(limits: Limits) -> Fixture {
     Fixture::builder()
@@ -47,10 +47,18 @@ async fn type_matrix_value_by_value() {
         .unwrap();
     let fx = fixture(Limits::default()).await;
     let mut c = fx.client("alice").await;
-    let b = one(&query(&mut c, &format!("SELECT * FROM {t} ORDER BY id")).await.unwrap());
+    let b = one(&query(&mut c, &format!("SELECT * FROM {t} ORDER BY id"))
+        .await
+        .unwrap());
     assert_eq!(b.num_rows(), 2);
     let col = |name: &str| b.column_by_name(name).unwrap().clone();
-    let ty = |name: &str| b.schema().field_with_name(name).unwrap().data_type().clone();
+    let ty = |name: &str| {
+        b.schema()
+            .field_with_name(name)
+            .unwrap()
+            .data_type()
+            .clone()
+    };
 
     assert!(col("b").as_boolean().value(0));
     assert_eq!(col("i2").as_primitive::<Int16Type>().value(0), i16::MIN);
@@ -59,40 +67,95 @@ async fn type_matrix_value_by_value() {
     assert_eq!(col("f4").as_primitive::<Float32Type>().value(0), 1.5);
     assert_eq!(col("f8").as_primitive::<Float64Type>().value(0), -2.25e100);
     assert_eq!(ty("n"), DataType::Decimal128(10, 3));
-    assert_eq!(col("n").as_primitive::<Decimal128Type>().value(0), 1_234_567_891);
+    assert_eq!(
+        col("n").as_primitive::<Decimal128Type>().value(0),
+        1_234_567_891
+    );
     assert_eq!(ty("nu"), DataType::Decimal128(38, 10));
-    assert_eq!(col("nu").as_primitive::<Decimal128Type>().value(0), 31_415_900_000);
+    assert_eq!(
+        col("nu").as_primitive::<Decimal128Type>().value(0),
+        31_415_900_000
+    );
     assert_eq!(col("tx").as_string::<i32>().value(0), "héllo ☃");
     assert_eq!(col("vc").as_string::<i32>().value(0), "abc");
     assert_eq!(col("c").as_string::<i32>().value(0), "ab  ");
     assert_eq!(col("nm").as_string::<i32>().value(0), "pg_name");
-    assert_eq!(col("by").as_binary::<i32>().value(0), [0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(
+        col("by").as_binary::<i32>().value(0),
+        [0xde, 0xad, 0xbe, 0xef]
+    );
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
     let d = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
-    assert_eq!(col("d").as_primitive::<Date32Type>().value(0), (d - epoch).num_days() as i32);
-    assert_eq!(col("tm").as_primitive::<Time64MicrosecondType>().value(0), ((13 * 60 + 45) * 60 + 30) * 1_000_000 + 123_456);
-    let ts = d.and_hms_milli_opt(13, 45, 30, 500).unwrap().and_utc().timestamp_micros();
-    assert_eq!(col("ts").as_primitive::<TimestampMicrosecondType>().value(0), ts);
+    assert_eq!(
+        col("d").as_primitive::<Date32Type>().value(0),
+        (d - epoch).num_days() as i32
+    );
+    assert_eq!(
+        col("tm").as_primitive::<Time64MicrosecondType>().value(0),
+        ((13 * 60 + 45) * 60 + 30) * 1_000_000 + 123_456
+    );
+    let ts = d
+        .and_hms_milli_opt(13, 45, 30, 500)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros();
+    assert_eq!(
+        col("ts")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        ts
+    );
     assert_eq!(ty("ts"), DataType::Timestamp(TimeUnit::Microsecond, None));
-    let tz = Utc.with_ymd_and_hms(2024, 2, 29, 11, 45, 30).unwrap().timestamp_micros() + 500_000;
-    assert_eq!(col("tz").as_primitive::<TimestampMicrosecondType>().value(0), tz);
-    assert_eq!(ty("tz"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
-    let iv = col("iv").as_primitive::<IntervalMonthDayNanoType>().value(0);
+    let tz = Utc
+        .with_ymd_and_hms(2024, 2, 29, 11, 45, 30)
+        .unwrap()
+        .timestamp_micros()
+        + 500_000;
+    assert_eq!(
+        col("tz")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        tz
+    );
+    assert_eq!(
+        ty("tz"),
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    let iv = col("iv")
+        .as_primitive::<IntervalMonthDayNanoType>()
+        .value(0);
     assert_eq!((iv.months, iv.days), (14, 3));
-    assert_eq!(iv.nanoseconds, ((4 * 3600 + 5 * 60 + 6) * 1_000_000 + 789_000) * 1000);
-    assert_eq!(col("u").as_fixed_size_binary().value(0), uuid::Uuid::parse_str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap().as_bytes());
+    assert_eq!(
+        iv.nanoseconds,
+        ((4 * 3600 + 5 * 60 + 6) * 1_000_000 + 789_000) * 1000
+    );
+    assert_eq!(
+        col("u").as_fixed_size_binary().value(0),
+        uuid::Uuid::parse_str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+            .unwrap()
+            .as_bytes()
+    );
     let u_meta = b.schema().field_with_name("u").unwrap().metadata().clone();
-    assert_eq!(u_meta.get("ARROW:extension:name").map(String::as_str), Some("arrow.uuid"));
+    assert_eq!(
+        u_meta.get("ARROW:extension:name").map(String::as_str),
+        Some("arrow.uuid")
+    );
     assert_eq!(col("j").as_string::<i32>().value(0), "{\"a\": [1, 2]}");
     assert_eq!(col("jb").as_string::<i32>().value(0), "{\"a\": [1, 2]}");
     assert_eq!(col("e").as_string::<i32>().value(0), "happy");
     let ai = col("ai");
     let ai = ai.as_list::<i32>().value(0);
     let ai = ai.as_primitive::<Int32Type>();
-    assert_eq!((ai.len(), ai.value(0), ai.is_null(1), ai.value(2)), (3, 1, true, 3));
+    assert_eq!(
+        (ai.len(), ai.value(0), ai.is_null(1), ai.value(2)),
+        (3, 1, true, 3)
+    );
     let at = col("at");
     let at = at.as_list::<i32>().value(0);
-    assert_eq!(at.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("x"), Some("y")]);
+    assert_eq!(
+        at.as_string::<i32>().iter().collect::<Vec<_>>(),
+        vec![Some("x"), Some("y")]
+    );
     assert_eq!(col("o").as_primitive::<UInt32Type>().value(0), u32::MAX);
     // Row 2: NULL everywhere but id.
     for f in b.schema().fields().iter().skip(1) {
@@ -100,9 +163,15 @@ async fn type_matrix_value_by_value() {
     }
     // A type without a mapping gets a clear error naming the column and a fix.
     let e = query(&mut c, "SELECT point(1, 2) AS p").await.unwrap_err();
-    assert!(message(&e).contains("\"p\"") && message(&e).contains("::text"), "{e}");
+    assert!(
+        message(&e).contains("\"p\"") && message(&e).contains("::text"),
+        "{e}"
+    );
     fx.stop().await;
-    admin.batch_execute(&format!("DROP TABLE {t}; DROP TYPE {mood};")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP TABLE {t}; DROP TYPE {mood};"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -110,7 +179,10 @@ async fn prepared_statement_with_parameters() {
     let fx = fixture(Limits::default()).await;
     let mut c = fx.client("alice").await;
     let mut ps = c
-        .prepare("SELECT g, g * 2 AS twice FROM generate_series(1, $1::int) g WHERE g > $2".into(), None)
+        .prepare(
+            "SELECT g, g * 2 AS twice FROM generate_series(1, $1::int) g WHERE g > $2".into(),
+            None,
+        )
         .await
         .unwrap();
     let params = RecordBatch::try_from_iter([
@@ -123,8 +195,14 @@ async fn prepared_statement_with_parameters() {
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let b: Vec<RecordBatch> = c.do_get(ticket).await.unwrap().try_collect().await.unwrap();
     let b = one(&b);
-    assert_eq!(b.column(0).as_primitive::<Int32Type>().values().to_vec(), vec![8, 9, 10]);
-    assert_eq!(b.column(1).as_primitive::<Int32Type>().values().to_vec(), vec![16, 18, 20]);
+    assert_eq!(
+        b.column(0).as_primitive::<Int32Type>().values().to_vec(),
+        vec![8, 9, 10]
+    );
+    assert_eq!(
+        b.column(1).as_primitive::<Int32Type>().values().to_vec(),
+        vec![16, 18, 20]
+    );
     fx.stop().await;
 }
 
@@ -160,7 +238,10 @@ async fn client_going_away_cancels_the_query_in_postgres() {
     };
     let mut c = fx.client("alice").await;
     let info = c.execute(sql, None).await.unwrap();
-    let stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let stream = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
     wait_for("the query to run", || {
         let f = active();
         async move { f.await == 1 }
@@ -185,8 +266,17 @@ async fn limits_and_read_only_are_enforced_by_the_agent() {
     };
     let fx = fixture(limits).await;
     let mut c = fx.client("alice").await;
-    assert_eq!(rows(&query(&mut c, "SELECT generate_series(1, 100)").await.unwrap()), 100);
-    let e = query(&mut c, "SELECT generate_series(1, 101)").await.unwrap_err();
+    assert_eq!(
+        rows(
+            &query(&mut c, "SELECT generate_series(1, 100)")
+                .await
+                .unwrap()
+        ),
+        100
+    );
+    let e = query(&mut c, "SELECT generate_series(1, 101)")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::ResourceExhausted, "{e}");
     assert!(message(&e).contains("100 rows"), "{e}");
     c.set_header("x-gatehouse-mode", "reload");
@@ -194,12 +284,21 @@ async fn limits_and_read_only_are_enforced_by_the_agent() {
     assert_eq!(code(&e), Code::PermissionDenied, "{e}");
     c.set_header("x-gatehouse-mode", "realtime");
     let t = unique("ro");
-    pg_admin().await.batch_execute(&format!("CREATE TABLE {t} (x int)")).await.unwrap();
-    let e = query(&mut c, &format!("INSERT INTO {t} VALUES (1) RETURNING x")).await.unwrap_err();
+    pg_admin()
+        .await
+        .batch_execute(&format!("CREATE TABLE {t} (x int)"))
+        .await
+        .unwrap();
+    let e = query(&mut c, &format!("INSERT INTO {t} VALUES (1) RETURNING x"))
+        .await
+        .unwrap_err();
     assert!(message(&e).contains("read-only transaction"), "{e}");
     let e = query(&mut c, "SELEC 1").await.unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
-    assert!(message(&e).contains("syntax error") && message(&e).contains("42601"), "{e}");
+    assert!(
+        message(&e).contains("syntax error") && message(&e).contains("42601"),
+        "{e}"
+    );
     fx.stop().await;
 }
 
@@ -209,10 +308,16 @@ async fn fifty_realtime_queries_beside_a_running_reload() {
     let mut reload = fx.client("alice").await;
     reload.set_header("x-gatehouse-mode", "reload");
     let info = reload
-        .execute("SELECT g, md5(g::text) AS h FROM generate_series(1, 1000000) g".into(), None)
+        .execute(
+            "SELECT g, md5(g::text) AS h FROM generate_series(1, 1000000) g".into(),
+            None,
+        )
         .await
         .unwrap();
-    let mut stream = reload.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let mut stream = reload
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
     // Read one batch, then stop reading: back-pressure now holds the reload open.
     let first = stream.next().await.unwrap().unwrap();
     let mut seen = first.num_rows();
@@ -221,7 +326,9 @@ async fn fifty_realtime_queries_beside_a_running_reload() {
     for i in 0..50i64 {
         let mut c = fx.client("alice").await;
         tasks.push(tokio::spawn(async move {
-            let b = query(&mut c, &format!("SELECT {i}::int8 + 1 AS v")).await.unwrap();
+            let b = query(&mut c, &format!("SELECT {i}::int8 + 1 AS v"))
+                .await
+                .unwrap();
             b[0].column(0).as_primitive::<Int64Type>().value(0)
         }));
     }
@@ -243,7 +350,12 @@ async fn fifty_realtime_queries_beside_a_running_reload() {
 async fn catalog_lists_postgres_tables_with_schemas() {
     let admin = pg_admin().await;
     let t = unique("listed");
-    admin.batch_execute(&format!("CREATE TABLE {t} (id int8 NOT NULL, amount numeric(12,2))")).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {t} (id int8 NOT NULL, amount numeric(12,2))"
+        ))
+        .await
+        .unwrap();
     let fx = fixture(Limits::default()).await;
     let mut c = fx.client("alice").await;
     let info = c
@@ -256,12 +368,23 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         })
         .await
         .unwrap();
-    let b: Vec<RecordBatch> = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap().try_collect().await.unwrap();
+    let b: Vec<RecordBatch> = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let b = one(&b);
     assert_eq!(b.num_rows(), 1);
-    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(b.column(4).as_binary::<i32>().value(0)).unwrap();
+    let schema =
+        arrow::ipc::convert::try_schema_from_ipc_buffer(b.column(4).as_binary::<i32>().value(0))
+            .unwrap();
     assert_eq!(schema.field(0).data_type(), &DataType::Int64);
     assert_eq!(schema.field(1).data_type(), &DataType::Decimal128(12, 2));
     fx.stop().await;
-    admin.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP TABLE {t}"))
+        .await
+        .unwrap();
 }

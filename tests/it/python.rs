@@ -1,7 +1,7 @@
 //! The Python suite (ADBC Flight SQL, pyarrow.flight, polars) against a real
 //! hub and agent. The venv with pinned versions comes from `tests/run`.
 
-use crate::harness::{postgres, sqlite, tpch_db, Fixture, PASSWORD};
+use crate::harness::{Fixture, PASSWORD, postgres, sqlite, tpch_db};
 use gatehouse::config::agent::Limits;
 
 #[tokio::test]
@@ -11,21 +11,42 @@ async fn adbc_and_pyarrow_clients() {
     );
     let fx = Fixture::builder()
         .tenant("acme", "alice")
-        .agent("acme", "acme-1", vec![("tpch", sqlite(tpch_db())), ("pg", postgres(Limits::default()))])
+        .agent(
+            "acme",
+            "acme-1",
+            vec![
+                ("tpch", sqlite(tpch_db())),
+                ("pg", postgres(Limits::default())),
+            ],
+        )
         .start()
         .await;
     let root = env!("CARGO_MANIFEST_DIR");
     let out = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("{root}/tests/python")])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            &format!("{root}/tests/python"),
+        ])
         .env("GATEHOUSE_FLIGHT_URI", format!("grpc://{}", fx.flight))
         .env("GATEHOUSE_USER", "alice")
         .env("GATEHOUSE_PASSWORD", PASSWORD)
         .output()
         .await
         .expect("run pytest");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("{text}");
-    assert!(out.status.success(), "the Python Flight SQL suite failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "the Python Flight SQL suite failed:\n{text}"
+    );
     assert!(text.contains(" passed"), "pytest ran no test:\n{text}");
     fx.stop().await;
 }

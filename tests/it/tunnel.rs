@@ -6,11 +6,11 @@ use std::time::Duration;
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use bytes::Bytes;
-use gatehouse::protocol::{pb, FrameReader, FrameWriter, PROTOCOL_VERSION};
-use gatehouse::transport::{quic, tls, Connection};
+use gatehouse::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
+use gatehouse::transport::{Connection, quic, tls};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{query, sqlite, tpch_db, Fixture};
+use crate::harness::{Fixture, query, sqlite, tpch_db};
 
 async fn demo() -> Fixture {
     Fixture::builder()
@@ -52,7 +52,11 @@ fn hello() -> pb::AgentControl {
             protocol_version: PROTOCOL_VERSION,
             agent_version: "test".into(),
             hostname: "test".into(),
-            sources: vec![pb::SourceInfo { name: "tpch".into(), kind: "sqlite".into(), ..Default::default() }],
+            sources: vec![pb::SourceInfo {
+                name: "tpch".into(),
+                kind: "sqlite".into(),
+                ..Default::default()
+            }],
             capabilities: vec![],
         })),
     }
@@ -70,13 +74,20 @@ async fn hub_refuses_unknown_agents_and_survives_garbage() {
     let mut r = FrameReader::new(recv, 0);
     let answer: pb::HubControl = r.expect("answer").await.unwrap();
     match answer.msg {
-        Some(pb::hub_control::Msg::Error(e)) => assert!(e.message.contains("not assigned to a tenant"), "{}", e.message),
+        Some(pb::hub_control::Msg::Error(e)) => assert!(
+            e.message.contains("not assigned to a tenant"),
+            "{}",
+            e.message
+        ),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(fx.registry().count(), 1);
 
     // Garbage instead of a hello: an absurd length, then random bytes.
-    for junk in [vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3], vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]] {
+    for junk in [
+        vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+    ] {
         let conn = raw_agent(&fx, "acme-1").await;
         let (mut send, recv) = conn.open_bi().await.unwrap();
         send.write_all(&junk).await.unwrap();
@@ -84,7 +95,12 @@ async fn hub_refuses_unknown_agents_and_survives_garbage() {
         let mut r = FrameReader::new(recv, 0);
         let answer = r.next::<pb::HubControl>().await;
         assert!(
-            matches!(&answer, Ok(Some(pb::HubControl { msg: Some(pb::hub_control::Msg::Error(_)) }))),
+            matches!(
+                &answer,
+                Ok(Some(pb::HubControl {
+                    msg: Some(pb::hub_control::Msg::Error(_))
+                }))
+            ),
             "{answer:?}"
         );
     }
@@ -98,7 +114,9 @@ async fn hub_refuses_unknown_agents_and_survives_garbage() {
     }
     w.send(&h).await.unwrap();
     let answer: pb::HubControl = FrameReader::new(recv, 0).expect("answer").await.unwrap();
-    assert!(matches!(answer.msg, Some(pb::hub_control::Msg::Error(e)) if e.message.contains("upgrade the agent")));
+    assert!(
+        matches!(answer.msg, Some(pb::hub_control::Msg::Error(e)) if e.message.contains("upgrade the agent"))
+    );
 
     // The real agent is still registered and serving.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -145,12 +163,16 @@ fn error_code(frames: &[pb::ResponseFrame]) -> Option<pb::ErrorCode> {
 async fn agent_survives_a_hostile_hub() {
     // A fake hub with the real hub certificate: the agent trusts it and dials it.
     let fx = demo().await;
-    let server_tls = tls::server_config(&fx.pki.hub_cert(), &fx.pki.hub_key(), &fx.pki.ca_cert()).unwrap();
+    let server_tls =
+        tls::server_config(&fx.pki.hub_cert(), &fx.pki.hub_key(), &fx.pki.ca_cert()).unwrap();
     let ep = quic::server_endpoint("127.0.0.1:0".parse().unwrap(), server_tls, 4).unwrap();
     let mut fake = Fixture::builder().tenant("x", "x").start().await;
     fake.tunnel = ep.local_addr().unwrap();
     fake.pki = gatehouse::transport::tls::DevPki::open(&fx.pki.dir);
-    fake.start_agent("acme-1", BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]));
+    fake.start_agent(
+        "acme-1",
+        BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
+    );
 
     let conn = Connection::Quic(ep.accept().await.unwrap().await.unwrap());
     let (send, recv) = conn.accept_bi().await.unwrap();
@@ -158,7 +180,11 @@ async fn agent_survives_a_hostile_hub() {
     let _hello: pb::AgentControl = r.expect("hello").await.unwrap();
     let mut w = FrameWriter::new(send);
     w.send(&pb::HubControl {
-        msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck { agent_id: "acme-1".into(), tenant: "x".into(), heartbeat_interval_ms: 10_000 })),
+        msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck {
+            agent_id: "acme-1".into(),
+            tenant: "x".into(),
+            heartbeat_interval_ms: 10_000,
+        })),
     })
     .await
     .unwrap();
@@ -174,21 +200,44 @@ async fn agent_survives_a_hostile_hub() {
     let query = |sql: &str, params: Bytes| pb::Request {
         query_id: "q".into(),
         source: "tpch".into(),
-        kind: Some(pb::request::Kind::Query(pb::Query { sql: sql.into(), params_ipc: params, ..Default::default() })),
+        kind: Some(pb::request::Kind::Query(pb::Query {
+            sql: sql.into(),
+            params_ipc: params,
+            ..Default::default()
+        })),
         user: "u".into(),
         deadline_ms: 0,
     };
     let mut unknown = query("SELECT 1", Bytes::new());
     unknown.source = "nope".into();
-    assert_eq!(error_code(&ask_raw(&conn, &encode(&unknown)).await), Some(pb::ErrorCode::UnknownSource));
+    assert_eq!(
+        error_code(&ask_raw(&conn, &encode(&unknown)).await),
+        Some(pb::ErrorCode::UnknownSource)
+    );
     let bad_params = query("SELECT ?", Bytes::from_static(b"not arrow"));
-    assert_eq!(error_code(&ask_raw(&conn, &encode(&bad_params)).await), Some(pb::ErrorCode::InvalidRequest));
-    let no_kind = pb::Request { kind: None, ..query("", Bytes::new()) };
-    assert_eq!(error_code(&ask_raw(&conn, &encode(&no_kind)).await), Some(pb::ErrorCode::InvalidRequest));
+    assert_eq!(
+        error_code(&ask_raw(&conn, &encode(&bad_params)).await),
+        Some(pb::ErrorCode::InvalidRequest)
+    );
+    let no_kind = pb::Request {
+        kind: None,
+        ..query("", Bytes::new())
+    };
+    assert_eq!(
+        error_code(&ask_raw(&conn, &encode(&no_kind)).await),
+        Some(pb::ErrorCode::InvalidRequest)
+    );
 
     // After all that, a proper query still streams schema, batch and end.
-    let ok = ask_raw(&conn, &encode(&query("SELECT n_name FROM nation", Bytes::new()))).await;
-    assert!(matches!(ok.first().and_then(|f| f.frame.as_ref()), Some(pb::response_frame::Frame::Schema(_))));
+    let ok = ask_raw(
+        &conn,
+        &encode(&query("SELECT n_name FROM nation", Bytes::new())),
+    )
+    .await;
+    assert!(matches!(
+        ok.first().and_then(|f| f.frame.as_ref()),
+        Some(pb::response_frame::Frame::Schema(_))
+    ));
     let total: u64 = ok
         .iter()
         .filter_map(|f| match &f.frame {
@@ -197,7 +246,9 @@ async fn agent_survives_a_hostile_hub() {
         })
         .sum();
     assert_eq!(total, 25);
-    assert!(matches!(ok.last().and_then(|f| f.frame.as_ref()), Some(pb::response_frame::Frame::End(e)) if e.rows == 25));
+    assert!(
+        matches!(ok.last().and_then(|f| f.frame.as_ref()), Some(pb::response_frame::Frame::End(e)) if e.rows == 25)
+    );
     fake.stop().await;
     fx.stop().await;
 }
@@ -207,16 +258,26 @@ async fn agent_drains_running_queries_on_shutdown() {
     use futures::StreamExt;
     let mut fx = Fixture::builder()
         .tenant("acme", "alice")
-        .agent("acme", "acme-1", vec![("pg", crate::harness::postgres(Default::default()))])
+        .agent(
+            "acme",
+            "acme-1",
+            vec![("pg", crate::harness::postgres(Default::default()))],
+        )
         .start()
         .await;
     let mut c = fx.client("alice").await;
     c.set_header("x-gatehouse-mode", "reload");
     let info = c
-        .execute("SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g".into(), None)
+        .execute(
+            "SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g".into(),
+            None,
+        )
         .await
         .unwrap();
-    let mut stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let mut stream = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
     let mut seen = stream.next().await.unwrap().unwrap().num_rows();
     // SIGTERM equivalent: the agent stops taking queries but finishes this one.
     let agent = fx.agents.pop().unwrap();
@@ -229,6 +290,9 @@ async fn agent_drains_running_queries_on_shutdown() {
     // Gone from the hub once drained: new queries say so clearly.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let e = query(&mut c, "SELECT 1").await.unwrap_err();
-    assert!(crate::harness::message(&e).contains("no agent of your tenant is connected"), "{e}");
+    assert!(
+        crate::harness::message(&e).contains("no agent of your tenant is connected"),
+        "{e}"
+    );
     fx.stop().await;
 }

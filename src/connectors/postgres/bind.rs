@@ -2,10 +2,10 @@
 
 use bytes::BufMut;
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use crate::connectors::params::Param;
 use crate::connectors::ConnectorError;
+use crate::connectors::params::Param;
 
 type BoxErr = Box<dyn std::error::Error + Sync + Send>;
 pub type Bound = Box<dyn ToSql + Sync + Send>;
@@ -36,7 +36,9 @@ impl ToSql for Numeric {
             None => (false, s.strip_prefix('+').unwrap_or(s)),
         };
         let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-        if int.is_empty() && frac.is_empty() || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        if int.is_empty() && frac.is_empty()
+            || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+        {
             return Err(format!("{:?} is not a decimal number", self.0).into());
         }
         let int = int.trim_start_matches('0');
@@ -47,7 +49,12 @@ impl ToSql for Numeric {
         let mut digits: Vec<i16> = digits_str
             .as_bytes()
             .chunks(4)
-            .map(|c| std::str::from_utf8(c).expect("ascii").parse().expect("digits"))
+            .map(|c| {
+                std::str::from_utf8(c)
+                    .expect("ascii")
+                    .parse()
+                    .expect("digits")
+            })
             .collect();
         let mut weight = ((int.len() + int_pad) / 4) as i16 - 1;
         while digits.first() == Some(&0) {
@@ -76,11 +83,19 @@ impl ToSql for Numeric {
 }
 
 fn wrong(i: usize, p: &Param, ty: &Type) -> ConnectorError {
-    ConnectorError::Params(format!("parameter ${}: cannot bind {p:?} to type {ty}", i + 1))
+    ConnectorError::Params(format!(
+        "parameter ${}: cannot bind {p:?} to type {ty}",
+        i + 1
+    ))
 }
 
 fn range<T: TryFrom<i64>>(i: usize, v: i64, ty: &Type) -> Result<T, ConnectorError> {
-    T::try_from(v).map_err(|_| ConnectorError::Params(format!("parameter ${}: {v} is out of range for {ty}", i + 1)))
+    T::try_from(v).map_err(|_| {
+        ConnectorError::Params(format!(
+            "parameter ${}: {v} is out of range for {ty}",
+            i + 1
+        ))
+    })
 }
 
 /// Converts each parameter to what its placeholder's type accepts.
@@ -101,7 +116,10 @@ pub fn bind(params: &[Param], types: &[Type]) -> Result<Vec<Bound>, ConnectorErr
 }
 
 fn one(i: usize, p: &Param, ty: &Type) -> Result<Bound, ConnectorError> {
-    let text_like = matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN) || ty.name() == "citext";
+    let text_like = matches!(
+        *ty,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+    ) || ty.name() == "citext";
     Ok(match (p, ty) {
         (Param::Null, _) => Box::new(Null),
         (Param::Bool(b), &Type::BOOL) => Box::new(*b),
@@ -117,15 +135,18 @@ fn one(i: usize, p: &Param, ty: &Type) -> Result<Bound, ConnectorError> {
         (Param::Float(v), &Type::NUMERIC) if v.is_finite() => Box::new(Numeric(format!("{v}"))),
         (Param::Text(s), &Type::NUMERIC) => Box::new(Numeric(s.clone())),
         (Param::Text(s), _) if text_like => Box::new(s.clone()),
-        (Param::Text(s), &Type::JSON | &Type::JSONB) => Box::new(
-            serde_json::from_str::<serde_json::Value>(s)
-                .map_err(|e| ConnectorError::Params(format!("parameter ${}: not JSON: {e}", i + 1)))?,
-        ),
+        (Param::Text(s), &Type::JSON | &Type::JSONB) => {
+            Box::new(serde_json::from_str::<serde_json::Value>(s).map_err(|e| {
+                ConnectorError::Params(format!("parameter ${}: not JSON: {e}", i + 1))
+            })?)
+        }
         (Param::Text(s), &Type::UUID) => Box::new(
-            uuid::Uuid::parse_str(s).map_err(|e| ConnectorError::Params(format!("parameter ${}: {e}", i + 1)))?,
+            uuid::Uuid::parse_str(s)
+                .map_err(|e| ConnectorError::Params(format!("parameter ${}: {e}", i + 1)))?,
         ),
         (Param::Text(s), &Type::DATE) => Box::new(
-            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| ConnectorError::Params(format!("parameter ${}: {e}", i + 1)))?,
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|e| ConnectorError::Params(format!("parameter ${}: {e}", i + 1)))?,
         ),
         (Param::Text(s), &Type::INT2 | &Type::INT4 | &Type::INT8) => {
             let v: i64 = s.trim().parse().map_err(|_| wrong(i, p, ty))?;
@@ -148,13 +169,24 @@ mod tests {
 
     #[test]
     fn numeric_round_trip() {
-        for (s, scale, want) in [("123.45", 2, 12345i128), ("-0.5", 1, -5), ("0", 0, 0), ("10000", 0, 10000), ("0.0001", 4, 1), ("00012.300", 3, 12300)] {
+        for (s, scale, want) in [
+            ("123.45", 2, 12345i128),
+            ("-0.5", 1, -5),
+            ("0", 0, 0),
+            ("10000", 0, 10000),
+            ("0.0001", 4, 1),
+            ("00012.300", 3, 12300),
+        ] {
             let mut buf = bytes::BytesMut::new();
             Numeric(s.into()).to_sql(&Type::NUMERIC, &mut buf).unwrap();
             assert_eq!(numeric_to_i128(&buf, scale).unwrap(), want, "{s}");
         }
         let mut buf = bytes::BytesMut::new();
-        assert!(Numeric("1e5".into()).to_sql(&Type::NUMERIC, &mut buf).is_err());
+        assert!(
+            Numeric("1e5".into())
+                .to_sql(&Type::NUMERIC, &mut buf)
+                .is_err()
+        );
     }
 
     #[test]
@@ -162,7 +194,13 @@ mod tests {
         assert!(bind(&[Param::Int(70000)], &[Type::INT2]).is_err());
         assert!(bind(&[Param::Int(7)], &[Type::INT2]).is_ok());
         assert!(bind(&[Param::Bool(true)], &[Type::TEXT]).is_err());
-        assert!(bind(&[Param::Null, Param::Text("x".into())], &[Type::INT4, Type::TEXT]).is_ok());
+        assert!(
+            bind(
+                &[Param::Null, Param::Text("x".into())],
+                &[Type::INT4, Type::TEXT]
+            )
+            .is_ok()
+        );
         assert!(bind(&[], &[Type::INT4]).is_err());
     }
 }

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
     Int64Builder, IntervalMonthDayNanoBuilder, ListArray, NullBuilder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt32Builder,
 };
-use arrow::array::NullBufferBuilder;
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{FieldRef, IntervalMonthDayNano};
 use tokio_postgres::types::{FromSql, Type};
@@ -34,7 +34,8 @@ impl<'a> FromSql<'a> for Raw<'a> {
 }
 
 fn be<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
-    raw.try_into().map_err(|_| format!("expected {N} bytes, got {}", raw.len()))
+    raw.try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", raw.len()))
 }
 
 /// Converts PostgreSQL's binary numeric to an i128 with `scale` decimals.
@@ -47,8 +48,16 @@ pub fn numeric_to_i128(raw: &[u8], scale: i8) -> Result<i128, String> {
     let sign = u16::from_be_bytes([raw[4], raw[5]]);
     match sign {
         0x0000 | 0x4000 => {}
-        0xC000 => return Err("NaN cannot be represented as a decimal; filter it or cast to float8".into()),
-        _ => return Err("infinity cannot be represented as a decimal; filter it or cast to float8".into()),
+        0xC000 => {
+            return Err(
+                "NaN cannot be represented as a decimal; filter it or cast to float8".into(),
+            );
+        }
+        _ => {
+            return Err(
+                "infinity cannot be represented as a decimal; filter it or cast to float8".into(),
+            );
+        }
     }
     if raw.len() != 8 + 2 * ndigits.max(0) as usize {
         return Err("malformed numeric".into());
@@ -57,7 +66,10 @@ pub fn numeric_to_i128(raw: &[u8], scale: i8) -> Result<i128, String> {
     let mut acc: i128 = 0;
     for i in 0..ndigits as usize {
         let d = i16::from_be_bytes([raw[8 + 2 * i], raw[9 + 2 * i]]) as i128;
-        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(overflow)?;
+        acc = acc
+            .checked_mul(10_000)
+            .and_then(|a| a.checked_add(d))
+            .ok_or_else(overflow)?;
     }
     // acc * 10000^(weight - ndigits + 1) * 10^scale
     let exp10 = 4 * (weight - ndigits + 1) + scale as i32;
@@ -109,14 +121,22 @@ impl Builder {
             Scalar::Oid => Builder::Oid(UInt32Builder::with_capacity(cap)),
             Scalar::F32 => Builder::F32(Float32Builder::with_capacity(cap)),
             Scalar::F64 => Builder::F64(Float64Builder::with_capacity(cap)),
-            Scalar::Numeric { precision, scale } => Builder::Decimal(Decimal128Builder::with_capacity(cap), scale, precision),
-            Scalar::Text | Scalar::Json => Builder::Text(StringBuilder::with_capacity(cap, cap * 16), false),
+            Scalar::Numeric { precision, scale } => {
+                Builder::Decimal(Decimal128Builder::with_capacity(cap), scale, precision)
+            }
+            Scalar::Text | Scalar::Json => {
+                Builder::Text(StringBuilder::with_capacity(cap, cap * 16), false)
+            }
             Scalar::Jsonb => Builder::Text(StringBuilder::with_capacity(cap, cap * 16), true),
             Scalar::Bytea => Builder::Binary(BinaryBuilder::with_capacity(cap, cap * 16)),
             Scalar::Date => Builder::Date(Date32Builder::with_capacity(cap)),
             Scalar::Time => Builder::Time(Time64MicrosecondBuilder::with_capacity(cap)),
-            Scalar::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap), false),
-            Scalar::TimestampTz => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap), true),
+            Scalar::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap), false)
+            }
+            Scalar::TimestampTz => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap), true)
+            }
             Scalar::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(cap)),
             Scalar::Uuid => Builder::Uuid(FixedSizeBinaryBuilder::with_capacity(cap, 16)),
             Scalar::Void => Builder::Null(NullBuilder::new()),
@@ -166,15 +186,23 @@ impl Builder {
                 b.append_value(std::str::from_utf8(bytes).map_err(|e| e.to_string())?)
             }
             Builder::Binary(b) => b.append_value(raw),
-            Builder::Date(b) => b.append_value(i32::from_be_bytes(be(raw)?).saturating_add(PG_EPOCH_DAYS)),
+            Builder::Date(b) => {
+                b.append_value(i32::from_be_bytes(be(raw)?).saturating_add(PG_EPOCH_DAYS))
+            }
             Builder::Time(b) => b.append_value(i64::from_be_bytes(be(raw)?)),
-            Builder::Timestamp(b, _) => b.append_value(i64::from_be_bytes(be(raw)?).saturating_add(PG_EPOCH_MICROS)),
+            Builder::Timestamp(b, _) => {
+                b.append_value(i64::from_be_bytes(be(raw)?).saturating_add(PG_EPOCH_MICROS))
+            }
             Builder::Interval(b) => {
                 let r: [u8; 16] = be(raw)?;
                 let micros = i64::from_be_bytes(r[0..8].try_into().expect("8 bytes"));
                 let days = i32::from_be_bytes(r[8..12].try_into().expect("4 bytes"));
                 let months = i32::from_be_bytes(r[12..16].try_into().expect("4 bytes"));
-                b.append_value(IntervalMonthDayNano::new(months, days, micros.saturating_mul(1000)))
+                b.append_value(IntervalMonthDayNano::new(
+                    months,
+                    days,
+                    micros.saturating_mul(1000),
+                ))
             }
             Builder::Uuid(b) => b.append_value(raw).map_err(|e| e.to_string())?,
             Builder::Null(b) => b.append_null(),
@@ -275,9 +303,20 @@ impl Column {
                 nulls.append_null();
                 Ok(())
             }
-            (Column::List { values, offsets, nulls, .. }, Some(r)) => {
+            (
+                Column::List {
+                    values,
+                    offsets,
+                    nulls,
+                    ..
+                },
+                Some(r),
+            ) => {
                 append_array(values, r)?;
-                offsets.push(i32::try_from(values.len()).map_err(|_| "list values exceed 2^31".to_string())?);
+                offsets.push(
+                    i32::try_from(values.len())
+                        .map_err(|_| "list values exceed 2^31".to_string())?,
+                );
                 nulls.append_non_null();
                 Ok(())
             }
@@ -287,9 +326,19 @@ impl Column {
     pub fn finish(&mut self) -> ArrayRef {
         match self {
             Column::Scalar(b) => b.finish(),
-            Column::List { field, values, offsets, nulls } => {
+            Column::List {
+                field,
+                values,
+                offsets,
+                nulls,
+            } => {
                 let offs = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
-                Arc::new(ListArray::new(field.clone(), offs, values.finish(), nulls.finish()))
+                Arc::new(ListArray::new(
+                    field.clone(),
+                    offs,
+                    values.finish(),
+                    nulls.finish(),
+                ))
             }
         }
     }
@@ -307,7 +356,9 @@ fn append_array(values: &mut Builder, raw: &[u8]) -> Result<(), String> {
         return Ok(());
     }
     if ndim != 1 {
-        return Err(format!("{ndim}-dimensional arrays are not supported; unnest them or cast to text"));
+        return Err(format!(
+            "{ndim}-dimensional arrays are not supported; unnest them or cast to text"
+        ));
     }
     let count = int(12)?;
     let mut at = 20;

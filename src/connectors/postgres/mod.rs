@@ -16,16 +16,16 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures::{pin_mut, StreamExt};
-use tokio_postgres::types::Type;
+use futures::{StreamExt, pin_mut};
 use tokio_postgres::NoTls;
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
 use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
 use crate::config::agent::PostgresSource;
 use crate::protocol::catalog::TableInfo;
 use decode::{Column, Raw};
-use types::{col_type, ColType};
+use types::{ColType, col_type};
 
 pub use types::Scalar;
 
@@ -83,7 +83,10 @@ fn pg_error(e: tokio_postgres::Error) -> ConnectorError {
             message.push_str(&format!("; hint: {hint}"));
         }
         // Class 08 (connection), 40 (rollback, e.g. serialization), 53 (resources), 57P (shutdown).
-        let retryable = code.starts_with("08") || code.starts_with("40") || code.starts_with("53") || code.starts_with("57P");
+        let retryable = code.starts_with("08")
+            || code.starts_with("40")
+            || code.starts_with("53")
+            || code.starts_with("57P");
         if code.starts_with("28") {
             return ConnectorError::Connect(message);
         }
@@ -105,11 +108,14 @@ fn unsupported(name: &str, ty: &Type) -> ConnectorError {
     ))
 }
 
-fn result_layout(stmt: &tokio_postgres::Statement) -> Result<(SchemaRef, Vec<ColType>), ConnectorError> {
+fn result_layout(
+    stmt: &tokio_postgres::Statement,
+) -> Result<(SchemaRef, Vec<ColType>), ConnectorError> {
     let mut fields = Vec::new();
     let mut types = Vec::new();
     for c in stmt.columns() {
-        let t = col_type(c.type_(), c.type_modifier()).ok_or_else(|| unsupported(c.name(), c.type_()))?;
+        let t = col_type(c.type_(), c.type_modifier())
+            .ok_or_else(|| unsupported(c.name(), c.type_()))?;
         fields.push(t.field(c.name()));
         types.push(t);
     }
@@ -126,7 +132,12 @@ async fn stream_rows(
     sink: &BatchSink,
 ) -> Result<(), ConnectorError> {
     let rows = client
-        .query_raw(stmt, params.iter().map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)))
+        .query_raw(
+            stmt,
+            params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)),
+        )
         .await
         .map_err(pg_error)?;
     pin_mut!(rows);
@@ -144,9 +155,14 @@ async fn stream_rows(
     while let Some(row) = rows.next().await {
         let row = row.map_err(pg_error)?;
         for (i, col) in columns.iter_mut().enumerate() {
-            let raw: Option<Raw> = row.try_get(i).map_err(|e| ConnectorError::Internal(e.to_string()))?;
+            let raw: Option<Raw> = row
+                .try_get(i)
+                .map_err(|e| ConnectorError::Internal(e.to_string()))?;
             col.append(raw.map(|r| r.0)).map_err(|message| {
-                ConnectorError::Unsupported(format!("column {:?}: {message}", schema.field(i).name()))
+                ConnectorError::Unsupported(format!(
+                    "column {:?}: {message}",
+                    schema.field(i).name()
+                ))
             })?;
         }
         n += 1;
@@ -160,7 +176,8 @@ async fn stream_rows(
         }
     }
     if n > 0 || sizer.batches() == 0 {
-        sink.send(Output::Batch(finish(&schema, &mut columns)?)).await?;
+        sink.send(Output::Batch(finish(&schema, &mut columns)?))
+            .await?;
     }
     Ok(())
 }
@@ -176,7 +193,12 @@ impl Connector for Postgres {
         "postgres"
     }
 
-    async fn execute(&self, query: &QuerySpec, sink: &BatchSink, cancel: &CancellationToken) -> Result<(), ConnectorError> {
+    async fn execute(
+        &self,
+        query: &QuerySpec,
+        sink: &BatchSink,
+        cancel: &CancellationToken,
+    ) -> Result<(), ConnectorError> {
         let params = super::params::from_batch(query.params.as_ref())?;
         let client = self.client().await?;
         let cancel_token = client.cancel_token();
@@ -193,7 +215,8 @@ impl Connector for Postgres {
         };
         if matches!(result, Err(ConnectorError::Cancelled)) {
             // Stop the statement in the server, not just our reading of it.
-            let _ = tokio::time::timeout(Duration::from_secs(5), cancel_token.cancel_query(NoTls)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), cancel_token.cancel_query(NoTls))
+                .await;
             // The connection may still carry the rest of the result: don't reuse it.
             let _ = deadpool_postgres::Object::take(client);
         }
@@ -251,18 +274,24 @@ impl Connector for Postgres {
                 )
                 .await
                 .map_err(pg_error)?;
-            let mut by_table: std::collections::HashMap<(String, String), Vec<Field>> = Default::default();
+            let mut by_table: std::collections::HashMap<(String, String), Vec<Field>> =
+                Default::default();
             for r in &cols {
                 let ty = Type::from_oid(r.get::<_, u32>(3));
                 let field = match ty.as_ref().and_then(|t| col_type(t, r.get(4))) {
                     Some(t) => t.field(r.get(2)),
                     None => Field::new(r.get::<_, &str>(2), arrow::datatypes::DataType::Utf8, true),
                 };
-                by_table.entry((r.get(0), r.get(1))).or_default().push(field);
+                by_table
+                    .entry((r.get(0), r.get(1)))
+                    .or_default()
+                    .push(field);
             }
             for t in &mut tables {
                 let key = (t.db_schema.clone().unwrap_or_default(), t.name.clone());
-                t.schema = Some(Arc::new(Schema::new(by_table.remove(&key).unwrap_or_default())));
+                t.schema = Some(Arc::new(Schema::new(
+                    by_table.remove(&key).unwrap_or_default(),
+                )));
             }
         }
         Ok(tables)

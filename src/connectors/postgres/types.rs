@@ -36,7 +36,10 @@ pub enum Scalar {
     Oid,
     F32,
     F64,
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     Json,
     Jsonb,
@@ -95,7 +98,13 @@ fn scalar(ty: &Type, typmod: i32) -> Option<Scalar> {
         Type::FLOAT4 => Scalar::F32,
         Type::FLOAT8 => Scalar::F64,
         Type::NUMERIC => numeric(typmod),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::CHAR | Type::XML | Type::UNKNOWN => Scalar::Text,
+        Type::TEXT
+        | Type::VARCHAR
+        | Type::BPCHAR
+        | Type::NAME
+        | Type::CHAR
+        | Type::XML
+        | Type::UNKNOWN => Scalar::Text,
         Type::JSON => Scalar::Json,
         Type::JSONB => Scalar::Jsonb,
         Type::BYTEA => Scalar::Bytea,
@@ -179,10 +188,19 @@ mod tests {
     #[test]
     fn numeric_typmods() {
         // numeric(15,2) has typmod ((15 << 16) | 2) + 4.
-        assert_eq!(numeric((15 << 16 | 2) + 4), Scalar::Numeric { precision: 15, scale: 2 });
+        assert_eq!(
+            numeric((15 << 16 | 2) + 4),
+            Scalar::Numeric {
+                precision: 15,
+                scale: 2
+            }
+        );
         assert_eq!(numeric(-1), DEFAULT_NUMERIC);
         assert_eq!(numeric((60 << 16 | 2) + 4), DEFAULT_NUMERIC);
-        assert_eq!(col_type(&Type::INT4_ARRAY, -1), Some(ColType::List(Scalar::I32)));
+        assert_eq!(
+            col_type(&Type::INT4_ARRAY, -1),
+            Some(ColType::List(Scalar::I32))
+        );
         assert_eq!(col_type(&Type::POINT, -1), None);
     }
 }
