@@ -82,6 +82,18 @@ pub struct Agent {
     config: AgentConfig,
     sources: Sources,
     endpoint: quinn::Endpoint,
+    /// Threads for reload queries, apart from the tunnel and realtime work.
+    /// (An `Option` only so that `Drop` can shut it down without blocking.)
+    bulk: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Every reload task was awaited by its session; nothing runs there now.
+        if let Some(rt) = self.bulk.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// How many query streams the hub may have open towards one agent.
@@ -113,10 +125,17 @@ impl Agent {
             quic::client_endpoint(bind, tls.clone(), MAX_QUERY_STREAMS).or_else(|_| {
                 quic::client_endpoint("0.0.0.0:0".parse().expect("static"), tls, MAX_QUERY_STREAMS)
             })?;
+        let bulk = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("gatehouse-reload")
+            .enable_all()
+            .build()
+            .map_err(|e| AgentError::Transport(TransportError::Io(e)))?;
         Ok(Agent {
             config,
             sources: Arc::new(sources),
             endpoint,
+            bulk: Some(bulk),
         })
     }
 
@@ -144,6 +163,12 @@ impl Agent {
     /// Keeps a tunnel to the hub until `shutdown`, reconnecting with jittered
     /// exponential backoff; on shutdown, running queries get the drain timeout.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let bulk = self
+            .bulk
+            .as_ref()
+            .expect("present until drop")
+            .handle()
+            .clone();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let hub = self.config.hub.address.clone();
         while !shutdown.is_cancelled() {
@@ -154,9 +179,8 @@ impl Agent {
             match attempt {
                 Ok(conn) => {
                     let remote = conn.remote_address();
-                    match session::run(&conn, &self.sources, &shutdown, self.config.drain_timeout())
-                        .await
-                    {
+                    let drain = self.config.drain_timeout();
+                    match session::run(&conn, &self.sources, &shutdown, drain, &bulk).await {
                         Ok(()) => {
                             info!(%hub, %remote, "tunnel closed");
                             backoff.reset();

@@ -59,7 +59,16 @@ impl From<FrameError> for Failure {
     }
 }
 
-pub async fn serve(send: SendHalf, recv: RecvHalf, sources: &Sources, cancel: CancellationToken) {
+/// Serves one query stream. Reload queries run on `bulk`, the agent's
+/// separate runtime, so their decoding and encoding never hold up a
+/// realtime query waiting for a worker thread.
+pub async fn serve(
+    send: SendHalf,
+    recv: RecvHalf,
+    sources: &Sources,
+    cancel: CancellationToken,
+    bulk: &tokio::runtime::Handle,
+) {
     let mut reader = FrameReader::new(recv, 0);
     let mut writer = FrameWriter::new(send);
     let request = match tokio::time::timeout(
@@ -88,6 +97,24 @@ pub async fn serve(send: SendHalf, recv: RecvHalf, sources: &Sources, cancel: Ca
             return;
         }
     };
+    let reload = matches!(&request.kind, Some(pb::request::Kind::Query(q)) if q.mode == pb::Mode::Reload as i32);
+    let work = respond(request, writer, sources.clone(), cancel);
+    if reload {
+        if let Err(e) = bulk.spawn(work).await {
+            warn!(error = %e, "reload task failed");
+        }
+    } else {
+        work.await;
+    }
+}
+
+async fn respond(
+    request: pb::Request,
+    mut writer: FrameWriter<SendHalf>,
+    sources: Sources,
+    cancel: CancellationToken,
+) {
+    let sources = &sources;
     let started = Instant::now();
     // A stopped stream (the client went away) cancels the query; the query
     // future itself is never dropped mid-way, so connectors always get to
@@ -108,7 +135,7 @@ pub async fn serve(send: SendHalf, recv: RecvHalf, sources: &Sources, cancel: Ca
     let user = &request.user;
     match outcome {
         Ok(rows) => {
-            info!(%query_id, %source, %user, rows, ms = started.elapsed().as_millis() as u64, "query done");
+            info!(%query_id, %source, %user, rows, elapsed_us = started.elapsed().as_micros() as u64, "query done");
             writer.get_mut().finish();
         }
         Err(f) if f.code == pb::ErrorCode::Cancelled => {

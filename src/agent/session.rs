@@ -42,6 +42,7 @@ pub async fn run(
     sources: &Sources,
     shutdown: &CancellationToken,
     drain: Duration,
+    bulk: &tokio::runtime::Handle,
 ) -> Result<(), AgentError> {
     let (send, recv) = conn.open_bi().await?;
     send.set_priority(PRIORITY_CONTROL);
@@ -89,11 +90,11 @@ pub async fn run(
         tokio::select! {
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    let (sources, active, cancel) = (sources.clone(), active.clone(), queries.child_token());
+                    let (sources, active, cancel, bulk) = (sources.clone(), active.clone(), queries.child_token(), bulk.clone());
                     tracker.spawn(
                         async move {
                             active.fetch_add(1, Ordering::Relaxed);
-                            query::serve(send, recv, &sources, cancel).await;
+                            query::serve(send, recv, &sources, cancel, &bulk).await;
                             active.fetch_sub(1, Ordering::Relaxed);
                         }
                         .instrument(span.clone()),

@@ -29,8 +29,11 @@ use types::{ColType, col_type};
 
 pub use types::Scalar;
 
+/// Two pools: a connection's I/O task lives on the runtime that opened it,
+/// and reloads run on the agent's reload runtime, so they get their own.
 pub struct Postgres {
-    pool: Pool,
+    realtime: Pool,
+    reload: Pool,
 }
 
 impl Postgres {
@@ -49,22 +52,35 @@ impl Postgres {
         if c.read_only {
             cfg.options("-c default_transaction_read_only=on");
         }
-        let manager = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(c.pool_size)
-            .build()
-            .map_err(|e| ConnectorError::Internal(e.to_string()))?;
-        Ok(Postgres { pool })
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                cfg.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .build()
+                .map_err(|e| ConnectorError::Internal(e.to_string()))
+        };
+        Ok(Postgres {
+            realtime: pool(c.pool_size)?,
+            reload: pool(c.limits.reload_concurrency.max(1))?,
+        })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, ConnectorError> {
-        self.pool.get().await.map_err(|e| match e {
+    async fn client(
+        &self,
+        mode: crate::protocol::pb::Mode,
+    ) -> Result<deadpool_postgres::Object, ConnectorError> {
+        let pool = if mode == crate::protocol::pb::Mode::Reload {
+            &self.reload
+        } else {
+            &self.realtime
+        };
+        pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => pg_error(e),
             other => ConnectorError::Connect(other.to_string()),
         })
@@ -154,6 +170,10 @@ async fn stream_rows(
     let mut n = 0;
     while let Some(row) = rows.next().await {
         let row = row.map_err(pg_error)?;
+        // The row stream is a futures channel, invisible to tokio's cooperative
+        // budget: without this, a reload decodes a whole batch without yielding
+        // and realtime queries on the same worker thread wait behind it.
+        tokio::task::consume_budget().await;
         for (i, col) in columns.iter_mut().enumerate() {
             let raw: Option<Raw> = row
                 .try_get(i)
@@ -200,7 +220,7 @@ impl Connector for Postgres {
         cancel: &CancellationToken,
     ) -> Result<(), ConnectorError> {
         let params = super::params::from_batch(query.params.as_ref())?;
-        let client = self.client().await?;
+        let client = self.client(query.mode).await?;
         let cancel_token = client.cancel_token();
         let work = async {
             let stmt = client.prepare_cached(&query.sql).await.map_err(pg_error)?;
@@ -224,7 +244,7 @@ impl Connector for Postgres {
     }
 
     async fn describe(&self, sql: &str) -> Result<Described, ConnectorError> {
-        let client = self.client().await?;
+        let client = self.client(crate::protocol::pb::Mode::Realtime).await?;
         let stmt = client.prepare_cached(sql).await.map_err(pg_error)?;
         let (schema, _) = result_layout(&stmt)?;
         let params: Option<Vec<Field>> = stmt
@@ -240,7 +260,7 @@ impl Connector for Postgres {
     }
 
     async fn list_tables(&self, include_schema: bool) -> Result<Vec<TableInfo>, ConnectorError> {
-        let client = self.client().await?;
+        let client = self.client(crate::protocol::pb::Mode::Realtime).await?;
         let rows = client
             .query(
                 "SELECT n.nspname, c.relname, CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'VIEW' ELSE 'TABLE' END
