@@ -26,7 +26,7 @@ use arrow_flight::{
     IpcMessage, SchemaAsIpc, Ticket,
 };
 use base64::Engine;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -632,12 +632,4 @@ impl FlightSqlService for HubFlight {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-/// Type check that the DoGet stream type matches what tonic expects.
-#[allow(dead_code)]
-fn _assert_stream(
-    s: <HubFlight as FlightService>::DoGetStream,
-) -> BoxStream<arrow_flight::FlightData> {
-    s.boxed()
 }

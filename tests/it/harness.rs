@@ -89,7 +89,6 @@ pub fn unique(prefix: &str) -> String {
 
 struct AgentSpec {
     id: String,
-    tenant: String,
     sources: BTreeMap<String, SourceConfig>,
 }
 
@@ -128,7 +127,6 @@ impl Builder {
             .push(id.into());
         self.agents.push(AgentSpec {
             id: id.into(),
-            tenant: tenant.into(),
             sources: sources
                 .into_iter()
                 .map(|(n, s)| (n.to_string(), s))
@@ -176,7 +174,6 @@ impl Builder {
         let expected = self.agents.len();
         for a in self.agents {
             fx.start_agent(&a.id, a.sources);
-            let _ = a.tenant;
         }
         fx.wait_agents(expected).await;
         fx
