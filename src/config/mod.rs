@@ -12,15 +12,15 @@ use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        error: Box<toml::de::Error>,
     },
     #[error("{path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
     Invalid {
@@ -38,13 +38,13 @@ pub trait Validate {
 }
 
 pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
-    let mut cfg = parse::<T>(&text).map_err(|source| ConfigError::Parse {
+    let mut cfg = parse::<T>(&text).map_err(|error| ConfigError::Parse {
         path: path.into(),
-        source: Box::new(source),
+        error: Box::new(error),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     cfg.resolve_paths(base);

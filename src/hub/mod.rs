@@ -27,15 +27,15 @@ use crate::transport::{TransportError, quic, tls};
 pub enum HubError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("tunnel listener on {addr}: {source}")]
+    #[error("tunnel listener on {addr}: {error}")]
     Tunnel {
         addr: SocketAddr,
-        source: TransportError,
+        error: TransportError,
     },
-    #[error("Flight SQL listener on {addr}: {source}")]
+    #[error("Flight SQL listener on {addr}: {error}")]
     Flight {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("Flight SQL server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -62,17 +62,17 @@ impl Hub {
             &config.tunnel.client_ca,
         )?;
         let endpoint =
-            quic::server_endpoint(config.tunnel.listen, tls, AGENT_STREAMS).map_err(|source| {
+            quic::server_endpoint(config.tunnel.listen, tls, AGENT_STREAMS).map_err(|error| {
                 HubError::Tunnel {
                     addr: config.tunnel.listen,
-                    source,
+                    error,
                 }
             })?;
         let flight_listener = tokio::net::TcpListener::bind(config.flight.listen)
             .await
-            .map_err(|source| HubError::Flight {
+            .map_err(|error| HubError::Flight {
                 addr: config.flight.listen,
-                source,
+                error,
             })?;
         Ok(Hub {
             config,
@@ -139,9 +139,9 @@ impl Hub {
         if let (Some(cert), Some(key)) = (&self.config.flight.tls_cert, &self.config.flight.tls_key)
         {
             let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|source| tls::TlsError::Read {
+                std::fs::read(p).map_err(|error| tls::TlsError::Read {
                     path: p.into(),
-                    source,
+                    error,
                 })
             };
             let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);

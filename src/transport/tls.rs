@@ -20,15 +20,15 @@ use crate::protocol::ALPN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} holds no usable PEM {what}: {detail}")]
     Pem {
@@ -45,9 +45,9 @@ pub enum TlsError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.into(),
-        source,
+        error,
     })
 }
 
@@ -141,9 +141,9 @@ pub fn agent_id(chain: &[CertificateDer<'_>]) -> Result<String, TlsError> {
 }
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write {
+    let err = |error| TlsError::Write {
         path: path.into(),
-        source,
+        error,
     };
     #[cfg(unix)]
     {
@@ -192,9 +192,9 @@ impl DevPki {
 
     /// Creates a CA and a hub server certificate for `hub_names` (DNS names or IPs).
     pub fn create(dir: &Path, hub_names: &[String]) -> Result<Self, TlsError> {
-        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        std::fs::create_dir_all(dir).map_err(|error| TlsError::Write {
             path: dir.into(),
-            source,
+            error,
         })?;
         let pki = DevPki { dir: dir.into() };
         let ca_key = KeyPair::generate()?;
