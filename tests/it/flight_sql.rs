@@ -5,36 +5,9 @@ use std::sync::Arc;
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
-use futures::TryStreamExt;
 use tonic::Code;
 
-use crate::harness::{Fixture, code, message, query, rows, sqlite, tpch_db};
-
-async fn demo() -> Fixture {
-    Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-1", vec![("tpch", sqlite(tpch_db()))])
-        .start()
-        .await
-}
-
-async fn fetch(
-    c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
-    info: arrow_flight::FlightInfo,
-) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    for ep in info.endpoint {
-        out.extend(
-            c.do_get(ep.ticket.unwrap())
-                .await
-                .unwrap()
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap(),
-        );
-    }
-    out
-}
+use crate::harness::{code, demo, fetch, message, query, rows, strings, tpch_db};
 
 #[tokio::test]
 async fn login_is_required_and_checked() {
@@ -152,16 +125,7 @@ async fn prepared_statements_bind_parameters() {
         ps.set_parameters(params).unwrap();
         let info = ps.execute().await.unwrap();
         let b = fetch(&mut c, info).await;
-        let got: Vec<String> = b
-            .iter()
-            .flat_map(|b| {
-                b.column(0)
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|s| s.unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let got = strings(&b, 0);
         assert_eq!(got, want);
     }
     // Two rows of parameters for one execution is refused.

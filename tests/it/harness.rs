@@ -318,3 +318,46 @@ pub fn message(e: &FlightError) -> String {
         other => other.to_string(),
     }
 }
+
+/// One tenant `acme` (user `alice`) whose agent `acme-1` serves the TPC-H SQLite file as `tpch`.
+pub async fn demo() -> Fixture {
+    Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-1", vec![("tpch", sqlite(tpch_db()))])
+        .start()
+        .await
+}
+
+/// Fetches every endpoint of a FlightInfo.
+pub async fn fetch(
+    c: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let batches: Vec<RecordBatch> = c
+            .do_get(ep.ticket.unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        out.extend(batches);
+    }
+    out
+}
+
+/// A utf8 column of all batches as strings.
+pub fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
+    use arrow::array::AsArray;
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(column)
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -7,11 +7,11 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::*;
 use chrono::{NaiveDate, TimeZone, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use gatehouse::config::agent::{Limits, ModeName};
 use tonic::Code;
 
-use crate::harness::{Fixture, code, message, pg_admin, postgres, query, rows, unique};
+use crate::harness::{Fixture, code, fetch, message, pg_admin, postgres, query, rows, unique};
 
 async fn fixture(limits: Limits) -> Fixture {
     Fixture::builder()
@@ -192,9 +192,7 @@ async fn prepared_statement_with_parameters() {
     .unwrap();
     ps.set_parameters(params).unwrap();
     let info = ps.execute().await.unwrap();
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let b: Vec<RecordBatch> = c.do_get(ticket).await.unwrap().try_collect().await.unwrap();
-    let b = one(&b);
+    let b = one(&fetch(&mut c, info).await);
     assert_eq!(
         b.column(0).as_primitive::<Int32Type>().values().to_vec(),
         vec![8, 9, 10]
@@ -368,14 +366,7 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         })
         .await
         .unwrap();
-    let b: Vec<RecordBatch> = c
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let b = one(&b);
+    let b = one(&fetch(&mut c, info).await);
     assert_eq!(b.num_rows(), 1);
     let schema =
         arrow::ipc::convert::try_schema_from_ipc_buffer(b.column(4).as_binary::<i32>().value(0))

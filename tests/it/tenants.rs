@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::harness::{Fixture, code, message, query, sqlite, tpch_db};
+use crate::harness::{Fixture, code, fetch, message, query, sqlite, strings, tpch_db};
 
 /// A SQLite file with one table `marker(owner)`.
 fn marker_db(dir: &std::path::Path, owner: &str) -> std::path::PathBuf {
@@ -22,22 +22,7 @@ fn marker_db(dir: &std::path::Path, owner: &str) -> std::path::PathBuf {
 
 async fn catalogs(c: &mut FlightSqlServiceClient<Channel>) -> Vec<String> {
     let info = c.get_catalogs().await.unwrap();
-    let b: Vec<arrow::array::RecordBatch> = c
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    b.iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_string::<i32>()
-                .iter()
-                .map(|s| s.unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    strings(&fetch(c, info).await, 0)
 }
 
 #[tokio::test]

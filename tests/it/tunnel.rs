@@ -10,15 +10,7 @@ use gatehouse::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
 use gatehouse::transport::{Connection, quic, tls};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Fixture, query, sqlite, tpch_db};
-
-async fn demo() -> Fixture {
-    Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-1", vec![("tpch", sqlite(tpch_db()))])
-        .start()
-        .await
-}
+use crate::harness::{Fixture, demo, query, sqlite, tpch_db};
 
 async fn count_nations(fx: &Fixture) -> i64 {
     let mut c = fx.client("alice").await;
