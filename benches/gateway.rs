@@ -399,11 +399,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&mut v, 0.5)
 }
 
-async fn realtime_gateway(p: &Procs, n: usize) -> Result<Vec<f64>> {
+/// Realtime latencies in ms, (straight to PostgreSQL, through the gateway),
+/// alternating query by query so both see the same load at the same time.
+async fn realtime(p: &Procs, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut c = client(p).await?;
-    let mut lat = Vec::with_capacity(n);
+    let direct = pg().await?;
+    let (mut d, mut g) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         let sql = REALTIME_SQL.replace("{k}", &((i * 7919) % 6_000_000).to_string());
+        let t = Instant::now();
+        direct.simple_query(&sql).await?;
+        d.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         let info = c.execute(sql, None).await?;
         let _: Vec<_> = c
@@ -411,21 +417,9 @@ async fn realtime_gateway(p: &Procs, n: usize) -> Result<Vec<f64>> {
             .await?
             .try_collect()
             .await?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        g.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(lat)
-}
-
-async fn realtime_direct(n: usize) -> Result<Vec<f64>> {
-    let c = pg().await?;
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let sql = REALTIME_SQL.replace("{k}", &((i * 7919) % 6_000_000).to_string());
-        let t = Instant::now();
-        c.simple_query(&sql).await?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    Ok(lat)
+    Ok((d, g))
 }
 
 #[tokio::main]
@@ -470,9 +464,8 @@ async fn main() -> Result<()> {
     let agent_rss = peak_rss_mb(procs.agent.id());
     let hub_rss = peak_rss_mb(procs.hub.id());
 
-    let n = 300;
-    let direct = realtime_direct(n).await?;
-    let idle = realtime_gateway(&procs, n).await?;
+    let n = 1000;
+    let (direct, idle) = realtime(&procs, n).await?;
     // A reload loop on its own thread and runtime, so the measuring client
     // below is not queued behind the reload's decoding in this process.
     let under_reload = |what: &'static str| {
@@ -499,8 +492,7 @@ async fn main() -> Result<()> {
     };
     let (stop, bg) = under_reload("gateway realtime");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let busy = realtime_gateway(&procs, n).await?;
-    let direct_busy = realtime_direct(n).await?;
+    let (direct_busy, busy) = realtime(&procs, n).await?;
     stop.store(true, Ordering::Relaxed);
     let _ = bg.join();
     let (agent_cpu, hub_cpu) = (cpu_seconds(procs.agent.id()), cpu_seconds(procs.hub.id()));
