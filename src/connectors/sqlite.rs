@@ -270,16 +270,22 @@ fn run(
     loop {
         let target = sizer.target();
         let mut cols: Vec<Vec<Value>> = (0..ncols).map(|_| Vec::with_capacity(target)).collect();
-        let mut n = 0;
-        while n < target {
+        let (mut n, mut bytes, mut exhausted) = (0, 0usize, false);
+        while n < target && bytes < super::TARGET_BATCH_BYTES {
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
             let Some(row) = rows.next().map_err(db_error)? else {
+                exhausted = true;
                 break;
             };
             for (i, col) in cols.iter_mut().enumerate() {
                 let v: Value = row.get_ref(i).map_err(db_error).map(ValueRef::into)?;
+                bytes += match &v {
+                    Value::Text(t) => t.len(),
+                    Value::Blob(b) => b.len(),
+                    _ => 8,
+                };
                 col.push(v);
             }
             n += 1;
@@ -314,7 +320,7 @@ fn run(
         let batch = RecordBatch::try_new(schema.clone(), arrays)?;
         sizer.record(&batch);
         sink.blocking_send(Output::Batch(batch))?;
-        if n < target {
+        if exhausted {
             return Ok(());
         }
     }

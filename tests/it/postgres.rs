@@ -379,3 +379,71 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn wide_rows_are_cut_into_bounded_batches() {
+    // 1,000 rows of 100 kB: a realtime first batch of 1,000 rows would hold
+    // 100 MB in the agent. The connector must cut it by bytes, not rows.
+    use gatehouse::connectors::{
+        self, BatchPlan, BatchSink, Output, QuerySpec, TARGET_BATCH_BYTES,
+    };
+    let connector = connectors::build(&postgres(Limits::default())).unwrap();
+    let spec = QuerySpec {
+        sql: "SELECT g, repeat('x', 100000) AS wide FROM generate_series(1, 1000) g".into(),
+        params: None,
+        mode: gatehouse::protocol::pb::Mode::Realtime,
+        batches: BatchPlan::REALTIME,
+    };
+    let (sink, mut rx) = BatchSink::channel();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let collect = async {
+        let (mut rows, mut biggest) = (0, 0);
+        while let Some(out) = rx.recv().await {
+            if let Output::Batch(b) = out {
+                rows += b.num_rows();
+                biggest = biggest.max(connectors::batch_bytes(&b));
+            }
+        }
+        (rows, biggest)
+    };
+    let run = async {
+        let r = connector.execute(&spec, &sink, &cancel).await;
+        drop(sink);
+        r
+    };
+    let (r, (rows, biggest)) = tokio::join!(run, collect);
+    r.unwrap();
+    assert_eq!(rows, 1000);
+    assert!(
+        biggest <= TARGET_BATCH_BYTES + 200_000,
+        "a batch held {biggest} bytes"
+    );
+}
+
+#[tokio::test]
+async fn database_down_is_reported_as_unavailable() {
+    let mut down = match postgres(Limits::default()) {
+        gatehouse::config::agent::SourceConfig::Postgres(p) => p,
+        _ => unreachable!(),
+    };
+    down.port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    down.connect_timeout_secs = 2;
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent(
+            "acme",
+            "acme-pg",
+            vec![("pg", gatehouse::config::agent::SourceConfig::Postgres(down))],
+        )
+        .start()
+        .await;
+    let mut c = fx.client("alice").await;
+    let e = query(&mut c, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), Code::Unavailable, "{e}");
+    assert!(message(&e).contains("cannot reach the database"), "{e}");
+    fx.stop().await;
+}

@@ -168,6 +168,9 @@ async fn stream_rows(
     let mut target = sizer.target();
     let mut columns = new_columns(target);
     let mut n = 0;
+    // Wire bytes in the current batch: cuts a batch early when rows are far
+    // wider than the previous ones suggested, so memory stays bounded.
+    let mut bytes = 0usize;
     while let Some(row) = rows.next().await {
         let row = row.map_err(pg_error)?;
         // The row stream is a futures channel, invisible to tokio's cooperative
@@ -178,6 +181,7 @@ async fn stream_rows(
             let raw: Option<Raw> = row
                 .try_get(i)
                 .map_err(|e| ConnectorError::Internal(e.to_string()))?;
+            bytes += raw.as_ref().map_or(0, |r| r.0.len());
             col.append(raw.map(|r| r.0)).map_err(|message| {
                 ConnectorError::Unsupported(format!(
                     "column {:?}: {message}",
@@ -186,13 +190,14 @@ async fn stream_rows(
             })?;
         }
         n += 1;
-        if n == target {
+        if n == target || bytes >= super::TARGET_BATCH_BYTES {
             let batch = finish(&schema, &mut columns)?;
             sizer.record(&batch);
             sink.send(Output::Batch(batch)).await?;
             target = sizer.target();
             columns = new_columns(target);
             n = 0;
+            bytes = 0;
         }
     }
     if n > 0 || sizer.batches() == 0 {
