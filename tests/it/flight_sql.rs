@@ -229,3 +229,44 @@ async fn errors_are_clear_and_typed() {
     assert_eq!(still[0].column(0).as_primitive::<Int64Type>().value(0), 25);
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn flight_sql_over_tls() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let fx = crate::harness::Fixture::builder()
+        .tenant("acme", "alice")
+        .agent(
+            "acme",
+            "acme-1",
+            vec![("tpch", crate::harness::sqlite(tpch_db()))],
+        )
+        .flight_tls()
+        .start()
+        .await;
+    let ca = std::fs::read(fx.pki.ca_cert()).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let ch = Channel::from_shared(format!("https://localhost:{}", fx.flight.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = arrow_flight::sql::client::FlightSqlServiceClient::new(ch);
+    c.handshake("alice", crate::harness::PASSWORD)
+        .await
+        .unwrap();
+    let b = query(&mut c, "SELECT count(*) FROM region").await.unwrap();
+    assert_eq!(rows(&b), 1);
+    // A plaintext client cannot talk to the TLS listener.
+    let mut plain = fx.anonymous().await;
+    assert!(
+        plain
+            .handshake("alice", crate::harness::PASSWORD)
+            .await
+            .is_err()
+    );
+    fx.stop().await;
+}

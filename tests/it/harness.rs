@@ -96,6 +96,7 @@ struct AgentSpec {
 pub struct Builder {
     tenants: BTreeMap<String, Tenant>,
     agents: Vec<AgentSpec>,
+    flight_tls: bool,
 }
 
 impl Builder {
@@ -135,6 +136,12 @@ impl Builder {
         self
     }
 
+    /// Serve Flight SQL over TLS with the hub's certificate (dev CA, name `localhost`).
+    pub fn flight_tls(mut self) -> Self {
+        self.flight_tls = true;
+        self
+    }
+
     pub async fn start(self) -> Fixture {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -148,8 +155,8 @@ impl Builder {
         let hub_cfg = HubConfig {
             flight: FlightListener {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                tls_cert: None,
-                tls_key: None,
+                tls_cert: self.flight_tls.then(|| pki.hub_cert()),
+                tls_key: self.flight_tls.then(|| pki.hub_key()),
                 token_ttl_secs: 600,
             },
             tunnel: TunnelListener {
