@@ -270,7 +270,7 @@ async fn showcase(
     println!();
     println!("  python: import adbc_driver_flightsql.dbapi as f");
     println!(
-        "          c = f.connect(\"grpc://{flight}\", db_kwargs={{\"username\": \"demo\", \"password\": \"demo\"}})"
+        "          c = f.connect(\"grpc://{flight}\", autocommit=True, db_kwargs={{\"username\": \"demo\", \"password\": \"demo\"}})"
     );
     println!(
         "          cur = c.cursor(); cur.execute(\"SELECT * FROM nation\"); print(cur.fetch_arrow_table())"
@@ -283,7 +283,8 @@ async fn showcase(
     let mut client = FlightSqlServiceClient::new(channel);
     client.handshake(DEMO_USER, DEMO_PASSWORD).await?;
 
-    let realtime = "SELECT l_returnflag, l_linestatus, count(*) AS n, sum(l_extendedprice) AS revenue FROM lineitem GROUP BY 1, 2 ORDER BY 1, 2";
+    // A chart-sized query: a filter on an indexed column and a small aggregate.
+    let realtime = "SELECT l_shipmode, count(*) AS n, round(sum(l_extendedprice), 2) AS revenue FROM lineitem WHERE l_orderkey BETWEEN 1000 AND 5000 GROUP BY 1 ORDER BY 1";
     let t = Instant::now();
     let batches = query(&mut client, realtime).await?;
     println!("realtime: {realtime}");
