@@ -4,7 +4,7 @@
 //! A batch frame announces `body_len` raw bytes that follow it, so Arrow bodies
 //! cross the tunnel without being copied into a protobuf message.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -76,11 +76,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 max: self.max_body,
             });
         }
-        let mut buf = BytesMut::zeroed(len);
-        self.inner
-            .read_exact(&mut buf)
-            .await
-            .map_err(truncated_on_eof)?;
+        // Read straight into uninitialised capacity: bodies are megabytes and
+        // this is the hub's per-batch hot path, so no zeroing first.
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let want = len - buf.len();
+            if self.inner.read_buf(&mut (&mut buf).limit(want)).await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
         Ok(buf.freeze())
     }
 
@@ -192,12 +196,20 @@ mod tests {
                 body_len: 5,
             };
             w.send_with_body(&f, b"12345").await.unwrap();
+            let end = pb::EndFrame {
+                rows: 3,
+                ..Default::default()
+            };
+            w.send(&end).await.unwrap();
         };
         let reader = async move {
             let f: pb::BatchFrame = r.expect("batch").await.unwrap();
             assert_eq!(f.rows, 3);
             assert_eq!(&r.body(f.body_len).await.unwrap()[..], b"12345");
-            assert!(r.next::<pb::BatchFrame>().await.unwrap().is_none());
+            // The body read stops exactly at its end: the next frame is intact.
+            let end: pb::EndFrame = r.expect("end").await.unwrap();
+            assert_eq!(end.rows, 3);
+            assert!(r.next::<pb::EndFrame>().await.unwrap().is_none());
         };
         tokio::join!(writer, reader);
     }
