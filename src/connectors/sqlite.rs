@@ -135,7 +135,7 @@ fn to_sql(p: &Param) -> Value {
     }
 }
 
-fn mismatch(col: &str, v: &Value, ty: &DataType) -> ConnectorError {
+fn mismatch(col: &str, v: ValueRef, ty: &DataType) -> ConnectorError {
     ConnectorError::Unsupported(format!(
         "column {col:?} holds {v:?} where {ty} was expected; CAST the column in SQL to one type"
     ))
@@ -145,7 +145,20 @@ fn days_from_epoch(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
+/// `YYYY-MM-DD` without going through chrono's format parser (hot for date columns).
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
+}
+
 fn parse_timestamp(s: &str) -> Option<NaiveDateTime> {
+    if let Some(d) = parse_date(s) {
+        return d.and_hms_opt(0, 0, 0);
+    }
     [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -162,80 +175,105 @@ fn parse_timestamp(s: &str) -> Option<NaiveDateTime> {
     })
 }
 
-/// Turns one column of buffered values into an Arrow array of type `ty`.
-fn column(name: &str, ty: &DataType, values: &[Value]) -> Result<ArrayRef, ConnectorError> {
-    macro_rules! build {
-        ($builder:expr, |$v:ident| $conv:expr) => {{
-            let mut b = $builder;
-            for $v in values {
-                if matches!($v, Value::Null) {
-                    b.append_null();
-                } else {
-                    b.append_value($conv);
-                }
+/// One result column being built, appending SQLite values as they come.
+enum Col {
+    Null(usize),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Binary(BinaryBuilder),
+    Text(StringBuilder),
+}
+
+impl Col {
+    fn new(ty: &DataType, cap: usize) -> Col {
+        match ty {
+            DataType::Null => Col::Null(0),
+            DataType::Int64 => Col::Int(Int64Builder::with_capacity(cap)),
+            DataType::Float64 => Col::Float(Float64Builder::with_capacity(cap)),
+            DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
+            DataType::Date32 => Col::Date(Date32Builder::with_capacity(cap)),
+            DataType::Timestamp(_, _) => {
+                Col::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap))
             }
-            Arc::new(b.finish()) as ArrayRef
-        }};
+            DataType::Binary => Col::Binary(BinaryBuilder::with_capacity(cap, cap * 16)),
+            _ => Col::Text(StringBuilder::with_capacity(cap, cap * 16)),
+        }
     }
-    Ok(match ty {
-        DataType::Null => Arc::new(NullArray::new(values.len())),
-        DataType::Int64 => build!(Int64Builder::with_capacity(values.len()), |v| match v {
-            Value::Integer(i) => *i,
-            Value::Real(f) if f.fract() == 0.0 => *f as i64,
-            Value::Text(s) => s.trim().parse().map_err(|_| mismatch(name, v, ty))?,
-            _ => return Err(mismatch(name, v, ty)),
-        }),
-        DataType::Float64 => build!(Float64Builder::with_capacity(values.len()), |v| match v {
-            Value::Integer(i) => *i as f64,
-            Value::Real(f) => *f,
-            Value::Text(s) => s.trim().parse().map_err(|_| mismatch(name, v, ty))?,
-            _ => return Err(mismatch(name, v, ty)),
-        }),
-        DataType::Boolean => build!(BooleanBuilder::with_capacity(values.len()), |v| match v {
-            Value::Integer(i) => *i != 0,
-            Value::Real(f) => *f != 0.0,
-            Value::Text(s) if s.eq_ignore_ascii_case("true") => true,
-            Value::Text(s) if s.eq_ignore_ascii_case("false") => false,
-            _ => return Err(mismatch(name, v, ty)),
-        }),
-        DataType::Date32 => build!(Date32Builder::with_capacity(values.len()), |v| match v {
-            Value::Text(s) => days_from_epoch(
-                parse_timestamp(s)
-                    .ok_or_else(|| mismatch(name, v, ty))?
-                    .date()
-            ),
-            _ => return Err(mismatch(name, v, ty)),
-        }),
-        DataType::Timestamp(_, _) => build!(
-            TimestampMicrosecondBuilder::with_capacity(values.len()),
-            |v| match v {
-                Value::Text(s) => parse_timestamp(s)
-                    .ok_or_else(|| mismatch(name, v, ty))?
+
+    fn append(&mut self, name: &str, ty: &DataType, v: ValueRef) -> Result<(), ConnectorError> {
+        let bad = || mismatch(name, v, ty);
+        fn text(t: &[u8], bad: impl Fn() -> ConnectorError) -> Result<&str, ConnectorError> {
+            std::str::from_utf8(t).map_err(|_| bad())
+        }
+        match (self, v) {
+            (Col::Null(n), _) => *n += 1,
+            (Col::Int(b), ValueRef::Null) => b.append_null(),
+            (Col::Int(b), ValueRef::Integer(i)) => b.append_value(i),
+            (Col::Int(b), ValueRef::Real(f)) if f.fract() == 0.0 => b.append_value(f as i64),
+            (Col::Int(b), ValueRef::Text(t)) => {
+                b.append_value(text(t, bad)?.trim().parse().map_err(|_| bad())?)
+            }
+            (Col::Float(b), ValueRef::Null) => b.append_null(),
+            (Col::Float(b), ValueRef::Integer(i)) => b.append_value(i as f64),
+            (Col::Float(b), ValueRef::Real(f)) => b.append_value(f),
+            (Col::Float(b), ValueRef::Text(t)) => {
+                b.append_value(text(t, bad)?.trim().parse().map_err(|_| bad())?)
+            }
+            (Col::Bool(b), ValueRef::Null) => b.append_null(),
+            (Col::Bool(b), ValueRef::Integer(i)) => b.append_value(i != 0),
+            (Col::Bool(b), ValueRef::Real(f)) => b.append_value(f != 0.0),
+            (Col::Bool(b), ValueRef::Text(t)) if text(t, bad)?.eq_ignore_ascii_case("true") => {
+                b.append_value(true)
+            }
+            (Col::Bool(b), ValueRef::Text(t)) if text(t, bad)?.eq_ignore_ascii_case("false") => {
+                b.append_value(false)
+            }
+            (Col::Date(b), ValueRef::Null) => b.append_null(),
+            (Col::Date(b), ValueRef::Text(t)) => b.append_value(days_from_epoch(
+                parse_timestamp(text(t, bad)?).ok_or_else(bad)?.date(),
+            )),
+            (Col::Timestamp(b), ValueRef::Null) => b.append_null(),
+            (Col::Timestamp(b), ValueRef::Text(t)) => b.append_value(
+                parse_timestamp(text(t, bad)?)
+                    .ok_or_else(bad)?
                     .and_utc()
                     .timestamp_micros(),
-                Value::Integer(secs) => secs * 1_000_000,
-                _ => return Err(mismatch(name, v, ty)),
-            }
-        ),
-        DataType::Binary => build!(BinaryBuilder::new(), |v| match v {
-            Value::Blob(b) => b.as_slice(),
-            Value::Text(s) => s.as_bytes(),
-            _ => return Err(mismatch(name, v, ty)),
-        }),
-        _ => {
-            let mut b = StringBuilder::new();
-            for v in values {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::Text(s) => b.append_value(s),
-                    Value::Integer(i) => b.append_value(i.to_string()),
-                    Value::Real(f) => b.append_value(f.to_string()),
-                    Value::Blob(x) => b.append_value(String::from_utf8_lossy(x)),
-                }
-            }
-            Arc::new(b.finish())
+            ),
+            (Col::Timestamp(b), ValueRef::Integer(secs)) => b.append_value(secs * 1_000_000),
+            (Col::Binary(b), ValueRef::Null) => b.append_null(),
+            (Col::Binary(b), ValueRef::Blob(x) | ValueRef::Text(x)) => b.append_value(x),
+            (Col::Text(b), ValueRef::Null) => b.append_null(),
+            (Col::Text(b), ValueRef::Text(t)) => b.append_value(String::from_utf8_lossy(t)),
+            (Col::Text(b), ValueRef::Integer(i)) => b.append_value(i.to_string()),
+            (Col::Text(b), ValueRef::Real(f)) => b.append_value(f.to_string()),
+            (Col::Text(b), ValueRef::Blob(x)) => b.append_value(String::from_utf8_lossy(x)),
+            _ => return Err(bad()),
         }
-    })
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Col::Null(n) => Arc::new(NullArray::new(std::mem::take(n))),
+            Col::Int(b) => Arc::new(b.finish()),
+            Col::Float(b) => Arc::new(b.finish()),
+            Col::Bool(b) => Arc::new(b.finish()),
+            Col::Date(b) => Arc::new(b.finish()),
+            Col::Timestamp(b) => Arc::new(b.finish()),
+            Col::Binary(b) => Arc::new(b.finish()),
+            Col::Text(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+fn value_bytes(v: ValueRef) -> usize {
+    match v {
+        ValueRef::Text(t) | ValueRef::Blob(t) => t.len(),
+        _ => 8,
+    }
 }
 
 /// Runs a query on a blocking thread, streaming batches into `sink`.
@@ -265,12 +303,65 @@ fn run(
         .query(rusqlite::params_from_iter(values.iter()))
         .map_err(db_error)?;
     let ncols = names.len();
-    let mut schema: Option<SchemaRef> = None;
+    // The first batch is buffered to infer the types of undeclared columns;
+    // later rows go straight from SQLite into the Arrow builders.
     let mut sizer = BatchSizer::new(query.batches);
+    let mut pending: Vec<Vec<Value>> = vec![Vec::new(); ncols];
+    let (mut n, mut bytes, mut exhausted) = (0, 0usize, false);
+    while n < sizer.target() && bytes < super::TARGET_BATCH_BYTES {
+        if cancel.is_cancelled() {
+            return Err(ConnectorError::Cancelled);
+        }
+        let Some(row) = rows.next().map_err(db_error)? else {
+            exhausted = true;
+            break;
+        };
+        for (i, col) in pending.iter_mut().enumerate() {
+            let v = row.get_ref(i).map_err(db_error)?;
+            bytes += value_bytes(v);
+            col.push(v.into());
+        }
+        n += 1;
+    }
+    for (ty, col) in types.iter_mut().zip(&pending) {
+        if ty.is_none() {
+            *ty = col.iter().find_map(inferred_type);
+        }
+    }
+    let fields: Vec<Field> = names
+        .iter()
+        .zip(&types)
+        .map(|(n, t)| Field::new(n, t.clone().unwrap_or(DataType::Null), true))
+        .collect();
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    sink.blocking_send(Output::Schema(schema.clone()))?;
+    let new_cols = |cap: usize| -> Vec<Col> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| Col::new(f.data_type(), cap))
+            .collect()
+    };
+    let mut cols = new_cols(n);
+    for ((col, values), f) in cols.iter_mut().zip(&pending).zip(schema.fields()) {
+        for v in values {
+            col.append(f.name(), f.data_type(), v.into())?;
+        }
+    }
+    drop(pending);
     loop {
+        if n > 0 || sizer.batches() == 0 {
+            let arrays = cols.iter_mut().map(Col::finish).collect();
+            let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+            sizer.record(&batch);
+            sink.blocking_send(Output::Batch(batch))?;
+        }
+        if exhausted {
+            return Ok(());
+        }
         let target = sizer.target();
-        let mut cols: Vec<Vec<Value>> = (0..ncols).map(|_| Vec::with_capacity(target)).collect();
-        let (mut n, mut bytes, mut exhausted) = (0, 0usize, false);
+        cols = new_cols(target);
+        (n, bytes) = (0, 0);
         while n < target && bytes < super::TARGET_BATCH_BYTES {
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
@@ -279,49 +370,12 @@ fn run(
                 exhausted = true;
                 break;
             };
-            for (i, col) in cols.iter_mut().enumerate() {
-                let v: Value = row.get_ref(i).map_err(db_error).map(ValueRef::into)?;
-                bytes += match &v {
-                    Value::Text(t) => t.len(),
-                    Value::Blob(b) => b.len(),
-                    _ => 8,
-                };
-                col.push(v);
+            for (i, (col, f)) in cols.iter_mut().zip(schema.fields()).enumerate() {
+                let v = row.get_ref(i).map_err(db_error)?;
+                bytes += value_bytes(v);
+                col.append(f.name(), f.data_type(), v)?;
             }
             n += 1;
-        }
-        let schema = match &schema {
-            Some(s) => s.clone(),
-            None => {
-                for (ty, col) in types.iter_mut().zip(&cols) {
-                    if ty.is_none() {
-                        *ty = col.iter().find_map(inferred_type);
-                    }
-                }
-                let fields: Vec<Field> = names
-                    .iter()
-                    .zip(&types)
-                    .map(|(n, t)| Field::new(n, t.clone().unwrap_or(DataType::Null), true))
-                    .collect();
-                let s = Arc::new(Schema::new(fields));
-                sink.blocking_send(Output::Schema(s.clone()))?;
-                schema = Some(s.clone());
-                s
-            }
-        };
-        if n == 0 && sizer.batches() > 0 {
-            return Ok(());
-        }
-        let arrays = cols
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| column(f.name(), f.data_type(), c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(schema.clone(), arrays)?;
-        sizer.record(&batch);
-        sink.blocking_send(Output::Batch(batch))?;
-        if exhausted {
-            return Ok(());
         }
     }
 }
@@ -413,5 +467,24 @@ impl Connector for Sqlite {
                 .collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_timestamps_parse() {
+        assert_eq!(
+            parse_date("2024-02-29"),
+            NaiveDate::from_ymd_opt(2024, 2, 29)
+        );
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2024-2-29"), None);
+        let t = parse_timestamp("2024-02-29 13:45:30.5").unwrap();
+        assert_eq!(t.and_utc().timestamp_micros() % 1_000_000, 500_000);
+        assert!(parse_timestamp("2024-02-29T13:45:30").is_some());
+        assert!(parse_timestamp("yesterday").is_none());
     }
 }
