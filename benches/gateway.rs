@@ -76,6 +76,9 @@ async fn ensure_lineitem(sf: f64) -> Result<u64> {
 struct Procs {
     hub: Child,
     agent: Child,
+    /// With GATEHOUSE_BENCH_SPLIT=1: a second agent (source `pg2`, same
+    /// database) that carries the background reload on its own tunnel.
+    second: Option<Child>,
     flight: String,
     _dir: tempfile::TempDir,
 }
@@ -83,6 +86,10 @@ struct Procs {
 impl Drop for Procs {
     fn drop(&mut self) {
         let _ = self.agent.kill();
+        if let Some(s) = &mut self.second {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         let _ = self.hub.kill();
         let _ = self.agent.wait();
         let _ = self.hub.wait();
@@ -114,14 +121,16 @@ fn start_gateway() -> Result<Procs> {
     };
     let pki = d.join("pki");
     run(&["hub", "dev-ca", "--out", pki.to_str().unwrap()])?;
-    run(&[
-        "hub",
-        "dev-agent-cert",
-        "--ca-dir",
-        pki.to_str().unwrap(),
-        "--agent-id",
-        "bench-agent",
-    ])?;
+    for id in ["bench-agent", "bench-agent-2"] {
+        run(&[
+            "hub",
+            "dev-agent-cert",
+            "--ca-dir",
+            pki.to_str().unwrap(),
+            "--agent-id",
+            id,
+        ])?;
+    }
     let (flight_port, tunnel_port) = (free_port(), free_port());
     let conninfo = env("GATEHOUSE_BENCH_PG")?;
     let field = |k: &str| {
@@ -142,42 +151,47 @@ cert = "pki/hub.pem"
 key = "pki/hub.key"
 client_ca = "pki/ca.pem"
 [tenants.bench]
-agents = ["bench-agent"]
+agents = ["bench-agent", "bench-agent-2"]
 default_source = "pg"
 [tenants.bench.users.bench]
 password_env = "GATEHOUSE_BENCH_PASSWORD"
 "#
         ),
     )?;
-    std::fs::write(
-        d.join("agent.toml"),
-        format!(
-            r#"
+    for (file, id, source) in [
+        ("agent.toml", "bench-agent", "pg"),
+        ("agent2.toml", "bench-agent-2", "pg2"),
+    ] {
+        std::fs::write(
+            d.join(file),
+            format!(
+                r#"
 [hub]
 address = "127.0.0.1:{tunnel_port}"
 server_name = "localhost"
 ca = "pki/ca.pem"
-cert = "pki/agent-bench-agent.pem"
-key = "pki/agent-bench-agent.key"
-[sources.pg]
+cert = "pki/agent-{id}.pem"
+key = "pki/agent-{id}.key"
+[sources.{source}]
 kind = "postgres"
 host = "{}"
 port = {}
 user = "{}"
 database = "{}"
 "#,
-            field("host"),
-            field("port"),
-            field("user"),
-            field("dbname")
-        ),
-    )?;
-    let spawn = |role: &str| -> Result<Child> {
+                field("host"),
+                field("port"),
+                field("user"),
+                field("dbname")
+            ),
+        )?;
+    }
+    let spawn = |role: &str, config: &str| -> Result<Child> {
         Ok(Command::new(exe)
             .args([
                 role,
                 "--config",
-                d.join(format!("{role}.toml")).to_str().unwrap(),
+                d.join(format!("{config}.toml")).to_str().unwrap(),
             ])
             .env("GATEHOUSE_BENCH_PASSWORD", "bench")
             .env(
@@ -187,21 +201,20 @@ database = "{}"
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(
-                std::env::temp_dir().join(format!("gatehouse-bench-{role}.log")),
+                std::env::temp_dir().join(format!("gatehouse-bench-{config}.log")),
             )?)
             .spawn()?)
     };
-    let hub = spawn("hub")?;
-    let agent = spawn("agent")?;
-    if let Ok(n) = std::env::var("GATEHOUSE_BENCH_RENICE_AGENT") {
-        let _ = Command::new("renice")
-            .args(["-n", &n, "-p", &agent.id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-    }
+    let hub = spawn("hub", "hub")?;
+    let agent = spawn("agent", "agent")?;
+    let second = match std::env::var("GATEHOUSE_BENCH_SPLIT").as_deref() {
+        Ok("1") => Some(spawn("agent", "agent2")?),
+        _ => None,
+    };
     Ok(Procs {
         hub,
         agent,
+        second,
         flight: format!("http://127.0.0.1:{flight_port}"),
         _dir: dir,
     })
@@ -235,9 +248,18 @@ async fn gateway_reload(p: &Procs, compression: &str) -> Result<(u64, u64, f64)>
 }
 
 async fn gateway_reload_at(flight: &str, compression: &str) -> Result<(u64, u64, f64)> {
+    gateway_reload_from(flight, compression, "pg").await
+}
+
+async fn gateway_reload_from(
+    flight: &str,
+    compression: &str,
+    source: &str,
+) -> Result<(u64, u64, f64)> {
     let ch = Channel::from_shared(flight.to_string())?.connect().await?;
     let mut c = FlightSqlServiceClient::new(ch);
     c.handshake("bench", "bench").await?;
+    c.set_header("x-gatehouse-source", source);
     c.set_header("x-gatehouse-mode", "reload");
     c.set_header("x-gatehouse-compression", compression);
     let t = Instant::now();
@@ -471,6 +493,7 @@ async fn main() -> Result<()> {
     let under_reload = |what: &'static str| {
         let stop = Arc::new(AtomicBool::new(false));
         let flight = procs.flight.clone();
+        let source = if procs.second.is_some() { "pg2" } else { "pg" };
         let s = stop.clone();
         let bg = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -480,7 +503,7 @@ async fn main() -> Result<()> {
             rt.block_on(async {
                 let mut reloads = 0;
                 while !s.load(Ordering::Relaxed) {
-                    if gateway_reload_at(&flight, "none").await.is_ok() {
+                    if gateway_reload_from(&flight, "none", source).await.is_ok() {
                         reloads += 1;
                     }
                 }
