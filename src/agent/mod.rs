@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use backoff::Backoff;
+pub use session::LANE_REALTIME;
 
 use crate::config::agent::{AgentConfig, SourceConfig};
 use crate::connectors::{self, Connector, ConnectorError};
@@ -160,6 +161,55 @@ impl Agent {
         Ok(Connection::Quic(conn))
     }
 
+    /// The primary session on `conn` plus, once it is up, a second
+    /// connection (the realtime lane) so chart queries do not share a QUIC
+    /// connection, and its congestion window, with reloads. The lane ends with
+    /// the primary session; without it the hub sends everything on the primary.
+    async fn sessions(
+        &self,
+        conn: &Connection,
+        shutdown: &CancellationToken,
+        drain: Duration,
+        bulk: &tokio::runtime::Handle,
+    ) -> Result<(), AgentError> {
+        let lane_stop = shutdown.child_token();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let primary = async {
+            let r = session::run(
+                conn,
+                &self.sources,
+                shutdown,
+                drain,
+                bulk,
+                false,
+                Some(ready_tx),
+            )
+            .await;
+            lane_stop.cancel();
+            r
+        };
+        let lane = async {
+            if ready_rx.await.is_err() {
+                return;
+            }
+            let lane_conn = tokio::select! {
+                c = self.connect() => c,
+                _ = lane_stop.cancelled() => return,
+            };
+            let result = match lane_conn {
+                Ok(c) => session::run(&c, &self.sources, &lane_stop, drain, bulk, true, None).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result
+                && !lane_stop.is_cancelled()
+            {
+                warn!(error = %e, "realtime lane closed; realtime queries use the primary tunnel");
+            }
+        };
+        let (r, ()) = tokio::join!(primary, lane);
+        r
+    }
+
     /// Keeps a tunnel to the hub until `shutdown`, reconnecting with jittered
     /// exponential backoff; on shutdown, running queries get the drain timeout.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
@@ -180,7 +230,7 @@ impl Agent {
                 Ok(conn) => {
                     let remote = conn.remote_address();
                     let drain = self.config.drain_timeout();
-                    match session::run(&conn, &self.sources, &shutdown, drain, &bulk).await {
+                    match self.sessions(&conn, &shutdown, drain, &bulk).await {
                         Ok(()) => {
                             info!(%hub, %remote, "tunnel closed");
                             backoff.reset();

@@ -21,7 +21,10 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn hello(sources: &Sources) -> pb::AgentControl {
+/// Hello capability that marks a second connection as the realtime lane.
+pub const LANE_REALTIME: &str = "lane.realtime";
+
+fn hello(sources: &Sources, lane: bool) -> pb::AgentControl {
     let mut infos: Vec<pb::SourceInfo> = sources.values().map(|s| s.info()).collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     pb::AgentControl {
@@ -30,7 +33,11 @@ fn hello(sources: &Sources) -> pb::AgentControl {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             hostname: std::env::var("HOSTNAME").unwrap_or_default(),
             sources: infos,
-            capabilities: vec!["compression.lz4".into(), "compression.zstd".into()],
+            capabilities: if lane {
+                vec![LANE_REALTIME.into()]
+            } else {
+                vec!["compression.lz4".into(), "compression.zstd".into()]
+            },
         })),
     }
 }
@@ -43,12 +50,14 @@ pub async fn run(
     shutdown: &CancellationToken,
     drain: Duration,
     bulk: &tokio::runtime::Handle,
+    lane: bool,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), AgentError> {
     let (send, recv) = conn.open_bi().await?;
     send.set_priority(PRIORITY_CONTROL);
     let mut writer = FrameWriter::new(send);
     let mut reader = FrameReader::new(recv, 0);
-    writer.send(&hello(sources)).await?;
+    writer.send(&hello(sources, lane)).await?;
     let ack: pb::HubControl = tokio::time::timeout(HELLO_TIMEOUT, reader.expect("hello ack"))
         .await
         .map_err(|_| AgentError::HelloTimeout(HELLO_TIMEOUT))??;
@@ -58,7 +67,10 @@ pub async fn run(
         _ => return Err(AgentError::Refused("unexpected answer to hello".into())),
     };
     let span = tracing::info_span!("tunnel", agent = %ack.agent_id, tenant = %ack.tenant);
-    info!(parent: &span, hub = %conn.remote_address(), sources = sources.len(), "connected to the hub");
+    info!(parent: &span, hub = %conn.remote_address(), sources = sources.len(), lane, "connected to the hub");
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
 
     let tracker = TaskTracker::new();
     let queries = CancellationToken::new();

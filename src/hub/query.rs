@@ -66,7 +66,8 @@ async fn open(
     request: &pb::Request,
     priority: i32,
 ) -> Result<(FrameReader<RecvHalf>, SendHalf), Status> {
-    let (send, recv) = agent.conn.open_bi().await.map_err(|e| lost(agent, e))?;
+    let conn = agent.connection(priority == PRIORITY_REALTIME);
+    let (send, recv) = conn.open_bi().await.map_err(|e| lost(agent, e))?;
     send.set_priority(priority);
     let mut writer = FrameWriter::new(send);
     writer.send(request).await.map_err(|e| lost(agent, e))?;

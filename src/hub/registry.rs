@@ -18,9 +18,26 @@ pub struct AgentHandle {
     pub connected_at: Instant,
     pub draining: AtomicBool,
     pub inflight: AtomicUsize,
+    /// The agent's second connection for realtime traffic, when it has one.
+    pub lane: std::sync::Mutex<Option<Connection>>,
 }
 
 impl AgentHandle {
+    fn close_lane(&self, why: &str) {
+        if let Some(lane) = self.lane.lock().expect("lane lock").take() {
+            lane.close(CODE_REFUSED, why);
+        }
+    }
+
+    /// The connection to use: the realtime lane if there is one and the
+    /// request is realtime, else the primary tunnel.
+    pub fn connection(&self, realtime: bool) -> Connection {
+        if realtime && let Some(lane) = self.lane.lock().expect("lane lock").as_ref() {
+            return lane.clone();
+        }
+        self.conn.clone()
+    }
+
     pub fn has_source(&self, name: &str) -> bool {
         self.sources.iter().any(|s| s.name == name)
     }
@@ -67,6 +84,7 @@ impl Registry {
         let list = tenants.entry(agent.tenant.clone()).or_default();
         list.retain(|a| {
             if a.id == agent.id {
+                a.close_lane("replaced by a newer connection of the same agent");
                 a.conn.close(
                     CODE_REFUSED,
                     "replaced by a newer connection of the same agent",
@@ -83,11 +101,22 @@ impl Registry {
     pub fn remove(&self, tenant: &str, agent_id: &str, conn_id: usize) {
         let mut tenants = self.tenants.write().expect("registry lock");
         if let Some(list) = tenants.get_mut(tenant) {
-            list.retain(|a| !(a.id == agent_id && a.conn.id() == conn_id));
+            list.retain(|a| {
+                let gone = a.id == agent_id && a.conn.id() == conn_id;
+                if gone {
+                    a.close_lane("the agent's primary tunnel closed");
+                }
+                !gone
+            });
             if list.is_empty() {
                 tenants.remove(tenant);
             }
         }
+    }
+
+    /// The registered agent `agent_id` of `tenant`, if connected.
+    pub fn find(&self, tenant: &str, agent_id: &str) -> Option<Arc<AgentHandle>> {
+        self.agents(tenant).into_iter().find(|a| a.id == agent_id)
     }
 
     pub fn agents(&self, tenant: &str) -> Vec<Arc<AgentHandle>> {

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
 use super::registry::{AgentHandle, Registry};
+use crate::agent::LANE_REALTIME;
 use crate::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
 use crate::transport::{CODE_REFUSED, CODE_SHUTDOWN, Connection, tls};
 
@@ -117,6 +118,9 @@ async fn agent_session(
         )
         .await);
     }
+    if hello.capabilities.iter().any(|c| c == LANE_REALTIME) {
+        return lane_session(conn, writer, reader, registry, &tenant, &agent_id, shutdown).await;
+    }
     let handle = Arc::new(AgentHandle {
         id: agent_id.clone(),
         tenant: tenant.clone(),
@@ -127,6 +131,7 @@ async fn agent_session(
         connected_at: Instant::now(),
         draining: Default::default(),
         inflight: Default::default(),
+        lane: Default::default(),
     });
     let ack = pb::HubControl {
         msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck {
@@ -135,8 +140,8 @@ async fn agent_session(
             heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
         })),
     };
-    writer.send(&ack).await?;
     registry.register(handle.clone());
+    writer.send(&ack).await?;
     let sources: Vec<&str> = handle.sources.iter().map(|s| s.name.as_str()).collect();
     info!(agent = %agent_id, %tenant, version = %handle.version, host = %handle.hostname, sources = ?sources, "agent connected");
 
@@ -166,6 +171,61 @@ async fn agent_session(
     // A drained agent closing its connection is the normal end.
     if handle.draining.load(Ordering::Relaxed) {
         return Ok(());
+    }
+    result
+}
+
+/// A second connection of an already connected agent, carrying realtime
+/// queries apart from reloads. It lives until either side closes it.
+async fn lane_session(
+    conn: Connection,
+    mut writer: FrameWriter<crate::transport::SendHalf>,
+    mut reader: FrameReader<crate::transport::RecvHalf>,
+    registry: &Registry,
+    tenant: &str,
+    agent_id: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let Some(handle) = registry.find(tenant, agent_id) else {
+        return Err(refuse(
+            &mut writer,
+            &conn,
+            format!("agent {agent_id:?} has no primary tunnel to add a realtime lane to"),
+        )
+        .await);
+    };
+    let ack = pb::HubControl {
+        msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck {
+            agent_id: agent_id.to_string(),
+            tenant: tenant.to_string(),
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+        })),
+    };
+    *handle.lane.lock().expect("lane lock") = Some(conn.clone());
+    writer.send(&ack).await?;
+    info!(agent = %agent_id, %tenant, "realtime lane connected");
+    let result = loop {
+        tokio::select! {
+            frame = reader.next::<pb::AgentControl>() => match frame {
+                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Heartbeat(_)) })) => {
+                    let hb = pb::HubControl { msg: Some(pb::hub_control::Msg::Heartbeat(pb::Heartbeat::default())) };
+                    if let Err(e) = writer.send(&hb).await { break Err(e.into()); }
+                }
+                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(_)) })) | Ok(None) => break Ok(()),
+                Ok(Some(_)) => {}
+                Err(e) => break Err(e.into()),
+            },
+            _ = shutdown.cancelled() => break Ok(()),
+        }
+    };
+    let mut lane = handle.lane.lock().expect("lane lock");
+    if lane.as_ref().is_some_and(|l| l.id() == conn.id()) {
+        *lane = None;
+    }
+    drop(lane);
+    info!(agent = %agent_id, %tenant, "realtime lane closed");
+    if shutdown.is_cancelled() {
+        conn.close(CODE_SHUTDOWN, "hub shutting down");
     }
     result
 }

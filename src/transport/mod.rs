@@ -91,6 +91,13 @@ impl Connection {
         }
     }
 
+    /// Stream frames sent so far (diagnostics, and tests of which connection carries what).
+    pub fn stream_frames_sent(&self) -> u64 {
+        match self {
+            Connection::Quic(c) => c.stats().frame_tx.stream,
+        }
+    }
+
     /// A stable id for this connection, for logs and replacement checks.
     pub fn id(&self) -> usize {
         match self {

@@ -288,3 +288,32 @@ async fn agent_drains_running_queries_on_shutdown() {
     );
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn realtime_queries_use_the_lane_and_fall_back_without_it() {
+    let fx = demo().await;
+    let agent = fx.registry().find("acme", "acme-1").unwrap();
+    for _ in 0..100 {
+        if agent.lane.lock().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lane = agent
+        .lane
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the agent opened a realtime lane");
+    let before = lane.stream_frames_sent();
+    assert_eq!(count_nations(&fx).await, 25);
+    assert!(
+        lane.stream_frames_sent() > before,
+        "the realtime query did not go over the lane"
+    );
+
+    // Without the lane, realtime queries go over the primary tunnel.
+    agent.lane.lock().unwrap().take().unwrap().close(0, "test");
+    assert_eq!(count_nations(&fx).await, 25);
+    fx.stop().await;
+}
