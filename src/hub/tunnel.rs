@@ -133,43 +133,20 @@ async fn agent_session(
         inflight: Default::default(),
         lane: Default::default(),
     });
-    let ack = pb::HubControl {
-        msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck {
-            agent_id: agent_id.clone(),
-            tenant: tenant.clone(),
-            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
-        })),
-    };
     registry.register(handle.clone());
-    writer.send(&ack).await?;
+    writer.send(&hello_ack(&agent_id, &tenant)).await?;
     let sources: Vec<&str> = handle.sources.iter().map(|s| s.name.as_str()).collect();
     info!(agent = %agent_id, %tenant, version = %handle.version, host = %handle.hostname, sources = ?sources, "agent connected");
 
-    let result = loop {
-        tokio::select! {
-            frame = reader.next::<pb::AgentControl>() => match frame {
-                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Heartbeat(_)) })) => {
-                    let hb = pb::HubControl { msg: Some(pb::hub_control::Msg::Heartbeat(pb::Heartbeat::default())) };
-                    if let Err(e) = writer.send(&hb).await { break Err(e.into()); }
-                }
-                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(d)) })) => {
-                    info!(agent = %agent_id, reason = %d.reason, "agent draining");
-                    handle.draining.store(true, Ordering::Relaxed);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e.into()),
-            },
-            _ = shutdown.cancelled() => {
-                conn.close(CODE_SHUTDOWN, "hub shutting down");
-                break Ok(());
-            }
-        }
-    };
+    let (drained, result) = control_loop(&conn, &mut writer, &mut reader, shutdown, |reason| {
+        info!(agent = %agent_id, %reason, "agent draining");
+        handle.draining.store(true, Ordering::Relaxed);
+    })
+    .await;
     registry.remove(&tenant, &agent_id, conn.id());
     info!(agent = %agent_id, %tenant, "agent disconnected");
     // A drained agent closing its connection is the normal end.
-    if handle.draining.load(Ordering::Relaxed) {
+    if drained {
         return Ok(());
     }
     result
@@ -194,16 +171,40 @@ async fn lane_session(
         )
         .await);
     };
-    let ack = pb::HubControl {
+    *handle.lane.lock().expect("lane lock") = Some(conn.clone());
+    writer.send(&hello_ack(agent_id, tenant)).await?;
+    info!(agent = %agent_id, %tenant, "realtime lane connected");
+    let (drained, result) = control_loop(&conn, &mut writer, &mut reader, shutdown, |_| {}).await;
+    let mut lane = handle.lane.lock().expect("lane lock");
+    if lane.as_ref().is_some_and(|l| l.id() == conn.id()) {
+        *lane = None;
+    }
+    drop(lane);
+    info!(agent = %agent_id, %tenant, "realtime lane closed");
+    if drained { Ok(()) } else { result }
+}
+
+fn hello_ack(agent_id: &str, tenant: &str) -> pb::HubControl {
+    pb::HubControl {
         msg: Some(pb::hub_control::Msg::HelloAck(pb::HelloAck {
             agent_id: agent_id.to_string(),
             tenant: tenant.to_string(),
             heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
         })),
-    };
-    *handle.lane.lock().expect("lane lock") = Some(conn.clone());
-    writer.send(&ack).await?;
-    info!(agent = %agent_id, %tenant, "realtime lane connected");
+    }
+}
+
+/// Answers heartbeats until the agent closes its control stream or the hub
+/// shuts down (then it closes the connection). Returns whether the agent
+/// announced a drain, and how the stream ended.
+async fn control_loop(
+    conn: &Connection,
+    writer: &mut FrameWriter<crate::transport::SendHalf>,
+    reader: &mut FrameReader<crate::transport::RecvHalf>,
+    shutdown: &CancellationToken,
+    mut on_drain: impl FnMut(&str),
+) -> (bool, Result<(), SessionError>) {
+    let mut drained = false;
     let result = loop {
         tokio::select! {
             frame = reader.next::<pb::AgentControl>() => match frame {
@@ -211,21 +212,19 @@ async fn lane_session(
                     let hb = pb::HubControl { msg: Some(pb::hub_control::Msg::Heartbeat(pb::Heartbeat::default())) };
                     if let Err(e) = writer.send(&hb).await { break Err(e.into()); }
                 }
-                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(_)) })) | Ok(None) => break Ok(()),
+                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(d)) })) => {
+                    drained = true;
+                    on_drain(&d.reason);
+                }
                 Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
                 Err(e) => break Err(e.into()),
             },
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = shutdown.cancelled() => {
+                conn.close(CODE_SHUTDOWN, "hub shutting down");
+                break Ok(());
+            }
         }
     };
-    let mut lane = handle.lane.lock().expect("lane lock");
-    if lane.as_ref().is_some_and(|l| l.id() == conn.id()) {
-        *lane = None;
-    }
-    drop(lane);
-    info!(agent = %agent_id, %tenant, "realtime lane closed");
-    if shutdown.is_cancelled() {
-        conn.close(CODE_SHUTDOWN, "hub shutting down");
-    }
-    result
+    (drained, result)
 }
