@@ -574,26 +574,14 @@ async fn main() -> Result<()> {
     println!();
     println!("| realtime ({n} queries, ms) | p50 | p99 |");
     println!("|---|---|---|");
-    println!(
-        "| straight to PostgreSQL | {:.2} | {:.2} |",
-        pct(&direct, 0.5),
-        pct(&direct, 0.99)
-    );
-    println!(
-        "| through Gatehouse, idle | {:.2} | {:.2} |",
-        pct(&idle, 0.5),
-        pct(&idle, 0.99)
-    );
-    println!(
-        "| through Gatehouse, one reload running | {:.2} | {:.2} |",
-        pct(&busy, 0.5),
-        pct(&busy, 0.99)
-    );
-    println!(
-        "| straight to PostgreSQL, one reload running | {:.2} | {:.2} |",
-        pct(&direct_busy, 0.5),
-        pct(&direct_busy, 0.99)
-    );
+    for (label, v) in [
+        ("straight to PostgreSQL", &direct),
+        ("through Gatehouse, idle", &idle),
+        ("through Gatehouse, one reload running", &busy),
+        ("straight to PostgreSQL, one reload running", &direct_busy),
+    ] {
+        println!("| {label} | {:.2} | {:.2} |", pct(v, 0.5), pct(v, 0.99));
+    }
     println!();
     println!(
         "realtime p99 with a reload / idle: {:.2}x",

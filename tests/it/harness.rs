@@ -368,3 +368,15 @@ pub fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// Starts `sql` in reload mode and returns its result stream, unread.
+pub async fn start_reload(
+    c: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> arrow_flight::decode::FlightRecordBatchStream {
+    c.set_header("x-gatehouse-mode", "reload");
+    let info = c.execute(sql.to_string(), None).await.unwrap();
+    c.do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+}

@@ -11,7 +11,9 @@ use futures::StreamExt;
 use gatehouse::config::agent::{Limits, ModeName};
 use tonic::Code;
 
-use crate::harness::{Fixture, code, fetch, message, pg_admin, postgres, query, rows, unique};
+use crate::harness::{
+    Fixture, code, fetch, message, pg_admin, postgres, query, rows, start_reload, unique,
+};
 
 async fn fixture(limits: Limits) -> Fixture {
     Fixture::builder()
@@ -304,18 +306,11 @@ async fn limits_and_read_only_are_enforced_by_the_agent() {
 async fn fifty_realtime_queries_beside_a_running_reload() {
     let fx = fixture(Limits::default()).await;
     let mut reload = fx.client("alice").await;
-    reload.set_header("x-gatehouse-mode", "reload");
-    let info = reload
-        .execute(
-            "SELECT g, md5(g::text) AS h FROM generate_series(1, 1000000) g".into(),
-            None,
-        )
-        .await
-        .unwrap();
-    let mut stream = reload
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
+    let mut stream = start_reload(
+        &mut reload,
+        "SELECT g, md5(g::text) AS h FROM generate_series(1, 1000000) g",
+    )
+    .await;
     // Read one batch, then stop reading: back-pressure now holds the reload open.
     let first = stream.next().await.unwrap().unwrap();
     let mut seen = first.num_rows();

@@ -10,7 +10,7 @@ use gatehouse::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
 use gatehouse::transport::{Connection, quic, tls};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Fixture, demo, query, sqlite, tpch_db};
+use crate::harness::{Fixture, demo, query, sqlite, start_reload, tpch_db};
 
 async fn count_nations(fx: &Fixture) -> i64 {
     let mut c = fx.client("alice").await;
@@ -258,18 +258,11 @@ async fn agent_drains_running_queries_on_shutdown() {
         .start()
         .await;
     let mut c = fx.client("alice").await;
-    c.set_header("x-gatehouse-mode", "reload");
-    let info = c
-        .execute(
-            "SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g".into(),
-            None,
-        )
-        .await
-        .unwrap();
-    let mut stream = c
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
+    let mut stream = start_reload(
+        &mut c,
+        "SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g",
+    )
+    .await;
     let mut seen = stream.next().await.unwrap().unwrap().num_rows();
     // SIGTERM equivalent: the agent stops taking queries but finishes this one.
     let agent = fx.agents.pop().unwrap();
