@@ -169,6 +169,7 @@ pub fn configs(
             }),
         )]),
         drain_timeout_secs: 5,
+        realtime_first: true,
     };
     Ok((hub, agent))
 }

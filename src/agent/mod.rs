@@ -18,6 +18,7 @@ pub use backoff::Backoff;
 pub use session::LANE_REALTIME;
 
 use crate::config::agent::{AgentConfig, SourceConfig};
+use crate::connectors::priority::Priority;
 use crate::connectors::{self, Connector, ConnectorError};
 use crate::protocol::pb;
 use crate::transport::{Connection, TransportError, quic, tls};
@@ -50,6 +51,9 @@ pub struct Source {
     pub connector: Arc<dyn Connector>,
     realtime: Semaphore,
     reload: Semaphore,
+    /// Realtime queries running on this agent, shared by all its sources
+    /// (`None` when `realtime_first` is off).
+    priority: Option<Arc<Priority>>,
 }
 
 impl Source {
@@ -97,12 +101,38 @@ impl Drop for Agent {
     }
 }
 
+/// Reload threads run at the lowest priority the OS has (`SCHED_IDLE` on
+/// Linux): they get every core nobody else wants, and a waking realtime
+/// thread preempts them at once instead of waiting out a time slice.
+fn background_priority() {
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    #[cfg(target_os = "linux")]
+    let set = {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .or_else(|_| set_current_thread_priority(ThreadPriority::Min))
+    };
+    #[cfg(not(target_os = "linux"))]
+    let set = set_current_thread_priority(ThreadPriority::Min);
+    if let Err(e) = set {
+        tracing::debug!(error = ?e, "reload threads keep the normal priority");
+    }
+}
+
 /// How many query streams the hub may have open towards one agent.
 const MAX_QUERY_STREAMS: u32 = 512;
 
 impl Agent {
     pub fn build(config: AgentConfig) -> Result<Agent, AgentError> {
         let mut sources = HashMap::new();
+        let priority = config.realtime_first.then(Priority::new);
         for (name, sc) in &config.sources {
             let connector = connectors::build(sc).map_err(|error| AgentError::Source {
                 source_name: name.clone(),
@@ -117,6 +147,7 @@ impl Agent {
                     connector,
                     realtime: Semaphore::new(limits.realtime_concurrency),
                     reload: Semaphore::new(limits.reload_concurrency),
+                    priority: priority.clone(),
                 }),
             );
         }
@@ -126,10 +157,14 @@ impl Agent {
             quic::client_endpoint(bind, tls.clone(), MAX_QUERY_STREAMS).or_else(|_| {
                 quic::client_endpoint("0.0.0.0:0".parse().expect("static"), tls, MAX_QUERY_STREAMS)
             })?;
-        let bulk = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let mut bulk = tokio::runtime::Builder::new_multi_thread();
+        bulk.worker_threads(2)
             .thread_name("gatehouse-reload")
-            .enable_all()
+            .enable_all();
+        if config.realtime_first {
+            bulk.on_thread_start(background_priority);
+        }
+        let bulk = bulk
             .build()
             .map_err(|e| AgentError::Transport(TransportError::Io(e)))?;
         Ok(Agent {

@@ -97,7 +97,7 @@ pub async fn serve(
             return;
         }
     };
-    let reload = matches!(&request.kind, Some(pb::request::Kind::Query(q)) if q.mode == pb::Mode::Reload as i32);
+    let reload = is_reload(&request);
     let work = respond(request, writer, sources.clone(), cancel);
     if reload {
         if let Err(e) = bulk.spawn(work).await {
@@ -106,6 +106,10 @@ pub async fn serve(
     } else {
         work.await;
     }
+}
+
+fn is_reload(request: &pb::Request) -> bool {
+    matches!(&request.kind, Some(pb::request::Kind::Query(q)) if q.mode == pb::Mode::Reload as i32)
 }
 
 async fn respond(
@@ -175,6 +179,13 @@ async fn handle(
     cancel: &CancellationToken,
 ) -> Result<u64, Failure> {
     let src = source(sources, &request.source)?;
+    // Everything but a reload is on a chart's path: reloads step aside.
+    let reload = is_reload(request);
+    let _realtime = src
+        .priority
+        .as_ref()
+        .filter(|_| !reload)
+        .map(|p| p.realtime());
     match &request.kind {
         Some(pb::request::Kind::Query(q)) => run_query(request, q, src, writer, cancel).await,
         Some(pb::request::Kind::Describe(d)) => {
@@ -362,6 +373,7 @@ async fn run_query(
         params,
         mode,
         batches: BatchPlan::for_mode(mode, q.batch_rows),
+        yield_to: src.priority.clone().filter(|_| mode == pb::Mode::Reload),
     };
     let mut max_duration = Duration::from_secs(limits.max_duration_secs);
     if request.deadline_ms > 0 {

@@ -21,6 +21,10 @@ pub struct AgentConfig {
     /// Seconds running queries get to finish on shutdown.
     #[serde(default = "default_drain_secs")]
     pub drain_timeout_secs: u64,
+    /// Reloads step aside while realtime queries run, and reload threads run
+    /// at the OS's idle priority (default). Off: reloads run flat out.
+    #[serde(default = "yes")]
+    pub realtime_first: bool,
 }
 
 fn default_drain_secs() -> u64 {
@@ -65,6 +69,8 @@ impl HubConnection {
 pub enum SourceConfig {
     Sqlite(SqliteSource),
     Postgres(PostgresSource),
+    /// MySQL and MariaDB.
+    Mysql(MysqlSource),
 }
 
 impl SourceConfig {
@@ -72,6 +78,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqlite(s) => &s.limits,
             SourceConfig::Postgres(s) => &s.limits,
+            SourceConfig::Mysql(s) => &s.limits,
         }
     }
 
@@ -79,6 +86,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqlite(s) => s.read_only,
             SourceConfig::Postgres(s) => s.read_only,
+            SourceConfig::Mysql(s) => s.read_only,
         }
     }
 
@@ -86,6 +94,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqlite(_) => "sqlite",
             SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
         }
     }
 }
@@ -140,21 +149,91 @@ fn default_connect_timeout() -> u64 {
     10
 }
 
+/// A password from an environment variable or a file (e.g. a systemd
+/// credential); trailing newline ignored. Never logged.
+fn read_password(env: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("environment variable {var} (password_env) is not set"));
+    }
+    if let Some(file) = file {
+        return std::fs::read_to_string(file)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| format!("password_file {}: {e}", file.display()));
+    }
+    Ok(None)
+}
+
 impl PostgresSource {
     /// The password from its configured place; never logged.
     pub fn password(&self) -> Result<Option<String>, String> {
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("environment variable {var} (password_env) is not set"));
-        }
-        if let Some(file) = &self.password_file {
-            return std::fs::read_to_string(file)
-                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("password_file {}: {e}", file.display()));
-        }
-        Ok(None)
+        read_password(&self.password_env, &self.password_file)
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSource {
+    pub host: String,
+    #[serde(default = "default_mysql_port")]
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (e.g. a systemd credential); trailing newline ignored.
+    pub password_file: Option<PathBuf>,
+    /// Sessions run with `SET SESSION TRANSACTION READ ONLY` (default).
+    #[serde(default = "yes")]
+    pub read_only: bool,
+    /// Pooled connections kept open to the database.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Seconds to wait for a connection to the database.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// TLS to the database.
+    #[serde(default)]
+    pub tls: DbTls,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_mysql_port() -> u16 {
+    3306
+}
+
+impl MysqlSource {
+    /// The password from its configured place; never logged.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        read_password(&self.password_env, &self.password_file)
+    }
+}
+
+/// TLS from the agent to a database server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbTls {
+    #[serde(default)]
+    pub mode: DbTlsMode,
+    /// CA certificate (PEM) to verify the server with, instead of the
+    /// system's roots.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DbTlsMode {
+    /// Plain TCP (a database on the same host or a trusted segment).
+    #[default]
+    Disable,
+    /// Encrypted, but the server's certificate is not checked.
+    Require,
+    /// Encrypted, certificate signed by the CA; the host name is not checked.
+    VerifyCa,
+    /// Encrypted, certificate signed by the CA and naming the host.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -217,6 +296,14 @@ impl Validate for AgentConfig {
                         resolve(base, f);
                     }
                 }
+                SourceConfig::Mysql(m) => {
+                    if let Some(f) = &mut m.password_file {
+                        resolve(base, f);
+                    }
+                    if let Some(f) = &mut m.tls.ca {
+                        resolve(base, f);
+                    }
+                }
             }
         }
     }
@@ -261,19 +348,50 @@ impl Validate for AgentConfig {
                     }
                 }
                 SourceConfig::Postgres(pg) => {
-                    if pg.password_env.is_some() && pg.password_file.is_some() {
-                        p.push(format!("{at}: set password_env or password_file, not both"));
-                    }
-                    if let Err(e) = pg.password() {
-                        p.push(format!("{at}: {e}"));
-                    }
-                    if pg.pool_size == 0 {
-                        p.push(format!("{at}.pool_size must be at least 1"));
+                    check_server(
+                        &mut p,
+                        &at,
+                        (&pg.password_env, &pg.password_file),
+                        pg.pool_size,
+                    );
+                }
+                SourceConfig::Mysql(my) => {
+                    check_server(
+                        &mut p,
+                        &at,
+                        (&my.password_env, &my.password_file),
+                        my.pool_size,
+                    );
+                    if let Some(ca) = &my.tls.ca {
+                        check_file(&mut p, &format!("{at}.tls.ca"), ca);
+                        if my.tls.mode == DbTlsMode::Disable {
+                            p.push(format!(
+                                "{at}.tls: a CA is set but mode is \"disable\"; set mode = \"verify-full\" (or \"verify-ca\")"
+                            ));
+                        }
                     }
                 }
             }
         }
         p
+    }
+}
+
+/// Checks shared by the database-server sources.
+fn check_server(
+    p: &mut Vec<String>,
+    at: &str,
+    (env, file): (&Option<String>, &Option<PathBuf>),
+    pool_size: usize,
+) {
+    if env.is_some() && file.is_some() {
+        p.push(format!("{at}: set password_env or password_file, not both"));
+    }
+    if let Err(e) = read_password(env, file) {
+        p.push(format!("{at}: {e}"));
+    }
+    if pool_size == 0 {
+        p.push(format!("{at}.pool_size must be at least 1"));
     }
 }
 

@@ -1,8 +1,10 @@
 //! Database connectors behind one small trait. Adding a database is one file
 //! (or folder) here plus a variant in `config::agent::SourceConfig`.
 
+pub mod mysql;
 pub mod params;
 pub mod postgres;
+pub mod priority;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -26,6 +28,8 @@ pub struct QuerySpec {
     pub params: Option<RecordBatch>,
     pub mode: pb::Mode,
     pub batches: BatchPlan,
+    /// Set for reloads: the read loop steps aside while realtime queries run.
+    pub yield_to: Option<Arc<priority::Priority>>,
 }
 
 /// Rows per batch: a small first batch gets a chart its first rows quickly.
@@ -235,5 +239,6 @@ pub fn build(config: &SourceConfig) -> Result<Arc<dyn Connector>, ConnectorError
     Ok(match config {
         SourceConfig::Sqlite(c) => Arc::new(sqlite::Sqlite::new(c)),
         SourceConfig::Postgres(c) => Arc::new(postgres::Postgres::new(c)?),
+        SourceConfig::Mysql(c) => Arc::new(mysql::Mysql::new(c)?),
     })
 }

@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio_util::sync::CancellationToken;
 
 use super::params::Param;
+use super::priority::Pacer;
 use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
 use crate::config::agent::SqliteSource;
 use crate::protocol::catalog::TableInfo;
@@ -306,6 +307,7 @@ fn run(
     // The first batch is buffered to infer the types of undeclared columns;
     // later rows go straight from SQLite into the Arrow builders.
     let mut sizer = BatchSizer::new(query.batches);
+    let mut pacer = Pacer::new(query.yield_to.clone());
     let mut pending: Vec<Vec<Value>> = vec![Vec::new(); ncols];
     let (mut n, mut bytes, mut exhausted) = (0, 0usize, false);
     while n < sizer.target() && bytes < super::TARGET_BATCH_BYTES {
@@ -366,6 +368,7 @@ fn run(
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
+            pacer.row_blocking();
             let Some(row) = rows.next().map_err(db_error)? else {
                 exhausted = true;
                 break;

@@ -13,7 +13,8 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use gatehouse::agent::Agent;
 use gatehouse::config::agent::{
-    AgentConfig, HubConnection, Limits, PostgresSource, SourceConfig, SqliteSource,
+    AgentConfig, DbTls, HubConnection, Limits, MysqlSource, PostgresSource, SourceConfig,
+    SqliteSource,
 };
 use gatehouse::config::hub::{FlightListener, HubConfig, Tenant, TunnelListener, User};
 use gatehouse::hub::{Hub, Registry};
@@ -59,14 +60,27 @@ fn pg_field(key: &str) -> String {
         .unwrap_or_else(|| panic!("GATEHOUSE_TEST_PG has no {key}="))
 }
 
+/// A file holding `secret`, as an administrator would give the agent a
+/// password (`password_file`).
+pub fn secret_file(secret: &str) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let path = dir.path().join(unique("secret"));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path
+}
+
 pub fn postgres(limits: Limits) -> SourceConfig {
+    let password = pg_conninfo()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("password=").map(str::to_string));
     SourceConfig::Postgres(PostgresSource {
         host: pg_field("host"),
         port: pg_field("port").parse().unwrap(),
         user: pg_field("user"),
         database: pg_field("dbname"),
         password_env: None,
-        password_file: None,
+        password_file: password.as_deref().map(secret_file),
         read_only: true,
         pool_size: 8,
         connect_timeout_secs: 5,
@@ -81,6 +95,38 @@ pub async fn pg_admin() -> tokio_postgres::Client {
         .expect("connect to the test PostgreSQL");
     tokio::spawn(conn);
     client
+}
+
+/// The throwaway MariaDB that `tests/run` started; fails loudly without it.
+pub fn mysql_url() -> String {
+    std::env::var("GATEHOUSE_TEST_MYSQL").expect(
+        "GATEHOUSE_TEST_MYSQL is not set: run the integration tests with ./tests/run, which starts a throwaway MariaDB",
+    )
+}
+
+pub fn mysql(limits: Limits) -> SourceConfig {
+    let opts =
+        mysql_async::Opts::from_url(&mysql_url()).expect("GATEHOUSE_TEST_MYSQL is a mysql:// URL");
+    SourceConfig::Mysql(MysqlSource {
+        host: opts.ip_or_hostname().to_string(),
+        port: opts.tcp_port(),
+        user: opts.user().unwrap_or("root").to_string(),
+        database: opts.db_name().unwrap_or("test").to_string(),
+        password_env: None,
+        password_file: opts.pass().map(secret_file),
+        read_only: true,
+        pool_size: 8,
+        connect_timeout_secs: 5,
+        tls: DbTls::default(),
+        limits,
+    })
+}
+
+/// A direct (admin) connection to the test MariaDB.
+pub async fn my_admin() -> mysql_async::Conn {
+    mysql_async::Conn::from_url(mysql_url())
+        .await
+        .expect("connect to the test MariaDB")
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -247,6 +293,7 @@ impl Fixture {
             },
             sources,
             drain_timeout_secs: 5,
+            realtime_first: true,
         }
     }
 

@@ -1,9 +1,11 @@
 //! Integration tests, in one binary: a real hub and agents over a real QUIC
 //! tunnel, real Flight SQL clients (arrow-flight here, ADBC and pyarrow in
-//! `python.rs`), and a real PostgreSQL started by `tests/run`.
+//! `python.rs`), and a real PostgreSQL and MariaDB started by `tests/run`.
 
+mod conformance;
 mod flight_sql;
 mod harness;
+mod mariadb;
 mod postgres;
 mod python;
 mod tenants;

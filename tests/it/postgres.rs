@@ -1,19 +1,17 @@
-//! PostgreSQL through the whole path: types, parameters, cancellation,
-//! limits, read-only sessions and realtime queries beside a reload.
+//! PostgreSQL through the whole path: the type matrix value by value,
+//! parameters, realtime queries beside a reload and catalog listing. The
+//! shared behaviour (errors, cancellation, limits, read-only) is in
+//! `conformance.rs`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::*;
 use chrono::{NaiveDate, TimeZone, Utc};
 use futures::StreamExt;
-use gatehouse::config::agent::{Limits, ModeName};
-use tonic::Code;
+use gatehouse::config::agent::Limits;
 
-use crate::harness::{
-    Fixture, code, fetch, message, pg_admin, postgres, query, rows, start_reload, unique,
-};
+use crate::harness::{Fixture, fetch, message, pg_admin, postgres, query, start_reload, unique};
 
 async fn fixture(limits: Limits) -> Fixture {
     Fixture::builder()
@@ -206,102 +204,6 @@ async fn prepared_statement_with_parameters() {
     fx.stop().await;
 }
 
-async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    for _ in 0..150 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-#[tokio::test]
-async fn client_going_away_cancels_the_query_in_postgres() {
-    let admin = Arc::new(pg_admin().await);
-    let fx = fixture(Limits::default()).await;
-    let marker = unique("cancel_me");
-    let sql = format!("SELECT pg_sleep(120), '{marker}' AS m");
-    let active = || {
-        let (admin, marker) = (admin.clone(), marker.clone());
-        async move {
-            let n: i64 = admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND state = 'active' AND pid <> pg_backend_pid()",
-                    &[&marker],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n
-        }
-    };
-    let mut c = fx.client("alice").await;
-    let info = c.execute(sql, None).await.unwrap();
-    let stream = c
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap();
-    wait_for("the query to run", || {
-        let f = active();
-        async move { f.await == 1 }
-    })
-    .await;
-    drop(stream);
-    drop(c);
-    wait_for("the query to leave pg_stat_activity", || {
-        let f = active();
-        async move { f.await == 0 }
-    })
-    .await;
-    fx.stop().await;
-}
-
-#[tokio::test]
-async fn limits_and_read_only_are_enforced_by_the_agent() {
-    let limits = Limits {
-        max_rows: 100,
-        modes: vec![ModeName::Realtime],
-        ..Limits::default()
-    };
-    let fx = fixture(limits).await;
-    let mut c = fx.client("alice").await;
-    assert_eq!(
-        rows(
-            &query(&mut c, "SELECT generate_series(1, 100)")
-                .await
-                .unwrap()
-        ),
-        100
-    );
-    let e = query(&mut c, "SELECT generate_series(1, 101)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), Code::ResourceExhausted, "{e}");
-    assert!(message(&e).contains("100 rows"), "{e}");
-    c.set_header("x-gatehouse-mode", "reload");
-    let e = query(&mut c, "SELECT 1").await.unwrap_err();
-    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
-    c.set_header("x-gatehouse-mode", "realtime");
-    let t = unique("ro");
-    pg_admin()
-        .await
-        .batch_execute(&format!("CREATE TABLE {t} (x int)"))
-        .await
-        .unwrap();
-    let e = query(&mut c, &format!("INSERT INTO {t} VALUES (1) RETURNING x"))
-        .await
-        .unwrap_err();
-    assert!(message(&e).contains("read-only transaction"), "{e}");
-    let e = query(&mut c, "SELEC 1").await.unwrap_err();
-    assert_eq!(code(&e), Code::InvalidArgument);
-    assert!(
-        message(&e).contains("syntax error") && message(&e).contains("42601"),
-        "{e}"
-    );
-    fx.stop().await;
-}
-
 #[tokio::test]
 async fn fifty_realtime_queries_beside_a_running_reload() {
     let fx = fixture(Limits::default()).await;
@@ -373,72 +275,4 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         .batch_execute(&format!("DROP TABLE {t}"))
         .await
         .unwrap();
-}
-
-#[tokio::test]
-async fn wide_rows_are_cut_into_bounded_batches() {
-    // 1,000 rows of 100 kB: a realtime first batch of 1,000 rows would hold
-    // 100 MB in the agent. The connector must cut it by bytes, not rows.
-    use gatehouse::connectors::{
-        self, BatchPlan, BatchSink, Output, QuerySpec, TARGET_BATCH_BYTES,
-    };
-    let connector = connectors::build(&postgres(Limits::default())).unwrap();
-    let spec = QuerySpec {
-        sql: "SELECT g, repeat('x', 100000) AS wide FROM generate_series(1, 1000) g".into(),
-        params: None,
-        mode: gatehouse::protocol::pb::Mode::Realtime,
-        batches: BatchPlan::REALTIME,
-    };
-    let (sink, mut rx) = BatchSink::channel();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let collect = async {
-        let (mut rows, mut biggest) = (0, 0);
-        while let Some(out) = rx.recv().await {
-            if let Output::Batch(b) = out {
-                rows += b.num_rows();
-                biggest = biggest.max(connectors::batch_bytes(&b));
-            }
-        }
-        (rows, biggest)
-    };
-    let run = async {
-        let r = connector.execute(&spec, &sink, &cancel).await;
-        drop(sink);
-        r
-    };
-    let (r, (rows, biggest)) = tokio::join!(run, collect);
-    r.unwrap();
-    assert_eq!(rows, 1000);
-    assert!(
-        biggest <= TARGET_BATCH_BYTES + 200_000,
-        "a batch held {biggest} bytes"
-    );
-}
-
-#[tokio::test]
-async fn database_down_is_reported_as_unavailable() {
-    let mut down = match postgres(Limits::default()) {
-        gatehouse::config::agent::SourceConfig::Postgres(p) => p,
-        _ => unreachable!(),
-    };
-    down.port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    down.connect_timeout_secs = 2;
-    let fx = Fixture::builder()
-        .tenant("acme", "alice")
-        .agent(
-            "acme",
-            "acme-pg",
-            vec![("pg", gatehouse::config::agent::SourceConfig::Postgres(down))],
-        )
-        .start()
-        .await;
-    let mut c = fx.client("alice").await;
-    let e = query(&mut c, "SELECT 1").await.unwrap_err();
-    assert_eq!(code(&e), Code::Unavailable, "{e}");
-    assert!(message(&e).contains("cannot reach the database"), "{e}");
-    fx.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The Python suite (ADBC Flight SQL, pyarrow.flight, polars) against a real
 //! hub and agent. The venv with pinned versions comes from `tests/run`.
 
-use crate::harness::{Fixture, PASSWORD, postgres, sqlite, tpch_db};
+use crate::harness::{Fixture, PASSWORD, mysql, postgres, sqlite, tpch_db};
 use gatehouse::config::agent::Limits;
 
 #[tokio::test]
@@ -17,6 +17,7 @@ async fn adbc_and_pyarrow_clients() {
             vec![
                 ("tpch", sqlite(tpch_db())),
                 ("pg", postgres(Limits::default())),
+                ("my", mysql(Limits::default())),
             ],
         )
         .start()

@@ -2,7 +2,8 @@
 
 Run by the Rust integration test `python::adbc_and_pyarrow_clients`, which
 starts a hub and an agent and sets GATEHOUSE_FLIGHT_URI, GATEHOUSE_USER,
-GATEHOUSE_PASSWORD. Sources: `tpch` (SQLite, TPC-H SF 0.01) and `pg`.
+GATEHOUSE_PASSWORD. Sources: `tpch` (SQLite, TPC-H SF 0.01), `pg` and `my`
+(MariaDB).
 """
 import os
 
@@ -57,6 +58,27 @@ def test_adbc_postgres_types_and_parameters():
     assert t.schema.field("d").type == pa.decimal128(10, 2)
 
 
+def test_adbc_mariadb_types_and_parameters():
+    with connect(**{"x-gatehouse-source": "my"}) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT ? + 1 AS n, CAST(12.50 AS DECIMAL(10,2)) AS d, "
+            "CAST(12345678901234567890123456789012345.5 AS DECIMAL(60,1)) AS wide, "
+            "CAST(18446744073709551615 AS UNSIGNED) AS big, DATE '2024-02-29' AS day, "
+            "TIME '-25:00:00' AS t",
+            parameters=(41,),
+        )
+        t = cur.fetch_arrow_table()
+    row = t.to_pylist()[0]
+    assert row["n"] == 42
+    assert str(row["d"]) == "12.50"
+    assert str(row["wide"]) == "12345678901234567890123456789012345.5"
+    assert row["big"] == 18446744073709551615
+    assert str(row["day"]) == "2024-02-29"
+    assert row["t"].total_seconds() == -25 * 3600
+    assert t.schema.field("wide").type == pa.decimal256(60, 1)
+    assert t.schema.field("big").type == pa.uint64()
+
+
 def test_adbc_reload_mode_with_zstd_streams_all_rows():
     with connect(**{"x-gatehouse-source": "tpch", "x-gatehouse-mode": "reload", "x-gatehouse-compression": "zstd"}) as conn, conn.cursor() as cur:
         cur.execute("SELECT * FROM lineitem")
@@ -69,7 +91,7 @@ def test_adbc_metadata():
     with connect() as conn:
         objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
         catalogs = sorted(o["catalog_name"] for o in objects)
-        assert catalogs == ["pg", "tpch"]
+        assert catalogs == ["my", "pg", "tpch"]
         tpch = next(o for o in objects if o["catalog_name"] == "tpch")
         tables = {t["table_name"] for s in tpch["catalog_db_schemas"] for t in s["db_schema_tables"]}
         assert {"lineitem", "nation", "orders"} <= tables

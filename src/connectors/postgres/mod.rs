@@ -21,6 +21,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
+use super::priority::Pacer;
 use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
 use crate::config::agent::PostgresSource;
 use crate::protocol::catalog::TableInfo;
@@ -158,6 +159,7 @@ async fn stream_rows(
         .map_err(pg_error)?;
     pin_mut!(rows);
     let mut sizer = BatchSizer::new(query.batches);
+    let mut pacer = Pacer::new(query.yield_to.clone());
     let new_columns = |cap: usize| -> Vec<Column> {
         types
             .iter()
@@ -177,6 +179,7 @@ async fn stream_rows(
         // budget: without this, a reload decodes a whole batch without yielding
         // and realtime queries on the same worker thread wait behind it.
         tokio::task::consume_budget().await;
+        pacer.row().await;
         for (i, col) in columns.iter_mut().enumerate() {
             let raw: Option<Raw> = row
                 .try_get(i)
