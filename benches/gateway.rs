@@ -710,13 +710,19 @@ async fn main() -> Result<()> {
             .unwrap_or(0)
     );
     println!();
-    let gw_m = if runs > 0 {
+    // GATEHOUSE_BENCH_ONLY=postgres|mariadb|realtime runs one part.
+    let only = std::env::var("GATEHOUSE_BENCH_ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let gw_m = if runs > 0 && part("postgres") {
         Some(reloads(&procs, runs, rows).await?)
     } else {
         None
     };
-    if std::env::var("GATEHOUSE_BENCH_MYSQL").is_ok() {
+    if std::env::var("GATEHOUSE_BENCH_MYSQL").is_ok() && part("mariadb") {
         mysql_reloads(&procs, runs.max(1), sf).await?;
+    }
+    if !part("realtime") {
+        return Ok(());
     }
     let n = 1000;
     let (direct, idle) = realtime(&procs, n, "pg").await?;

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Source, Sources};
+use crate::connectors::priority::REALTIME_WINDOW;
 use crate::connectors::{BatchPlan, BatchSink, ConnectorError, Output, QuerySpec};
 use crate::protocol::ipc::IpcEncoder;
 use crate::protocol::{FrameError, FrameReader, FrameWriter, catalog, pb};
@@ -179,13 +180,32 @@ async fn handle(
     cancel: &CancellationToken,
 ) -> Result<u64, Failure> {
     let src = source(sources, &request.source)?;
-    // Everything but a reload is on a chart's path: reloads step aside.
+    // Everything but a reload is on a chart's path: reloads step aside, for
+    // the query's first moments only, so a big export sent as "realtime"
+    // cannot hold reloads back for long.
     let reload = is_reload(request);
-    let _realtime = src
+    let guard = src
         .priority
         .as_ref()
         .filter(|_| !reload)
         .map(|p| p.realtime());
+    let op = operate(request, src, writer, cancel);
+    tokio::pin!(op);
+    if guard.is_some() {
+        tokio::select! {
+            r = &mut op => return r,
+            _ = tokio::time::sleep(REALTIME_WINDOW) => drop(guard),
+        }
+    }
+    op.await
+}
+
+async fn operate(
+    request: &pb::Request,
+    src: &Source,
+    writer: &mut FrameWriter<SendHalf>,
+    cancel: &CancellationToken,
+) -> Result<u64, Failure> {
     match &request.kind {
         Some(pb::request::Kind::Query(q)) => run_query(request, q, src, writer, cancel).await,
         Some(pb::request::Kind::Describe(d)) => {

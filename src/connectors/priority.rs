@@ -4,7 +4,8 @@
 //!
 //! A reload is never starved: it pauses at most [`MAX_PAUSE`] at a time and
 //! then runs for at least [`MIN_RUN`] before it can be paused again, so under
-//! a continuous realtime load it still gets about a fifth of its speed.
+//! a continuous realtime load it still gets about a fifth of its speed; and a
+//! realtime query holds reloads back only for its first [`REALTIME_WINDOW`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,9 @@ use tokio::sync::Notify;
 pub const MAX_PAUSE: Duration = Duration::from_millis(20);
 /// Shortest run a reload gets after a pause that hit [`MAX_PAUSE`].
 pub const MIN_RUN: Duration = Duration::from_millis(5);
+/// How long one realtime query holds reloads back: a chart query is done
+/// well within it; a longer one is an export and competes as an equal.
+pub const REALTIME_WINDOW: Duration = Duration::from_secs(2);
 /// Rows between two checks: an atomic load, so the idle cost is nil.
 const CHECK_EVERY: u32 = 32;
 
