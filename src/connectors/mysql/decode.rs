@@ -351,6 +351,13 @@ fn datetime_micros(v: &Value) -> Result<Option<i64>, String> {
         return Ok(None);
     }
     let days = days(y, mo, d).ok_or_else(|| format!("invalid date {y}-{mo}-{d}"))?;
+    if !(0..24).contains(&h)
+        || !(0..60).contains(&mi)
+        || !(0..62).contains(&s)
+        || !(0..1_000_000).contains(&us)
+    {
+        return Err(format!("invalid time of day {h}:{mi}:{s}"));
+    }
     Ok(Some(
         ((days * 24 + h) * 60 + mi) * 60 * 1_000_000 + s * 1_000_000 + us,
     ))
@@ -408,7 +415,15 @@ fn time_micros(v: &Value) -> Result<i64, String> {
         Value::Bytes(_) => parse_time(text(v)?)?,
         other => return Err(format!("expected a time, got {other:?}")),
     };
-    let total = ((h * 60 + m) * 60 + s) * 1_000_000 + us;
+    // Checked: a text value may claim any number of hours.
+    let bad = || format!("time out of range: {h}:{m}:{s}");
+    if !(0..60).contains(&m) || !(0..62).contains(&s) || !(0..1_000_000).contains(&us) {
+        return Err(bad());
+    }
+    let total = h
+        .checked_mul(3_600_000_000)
+        .and_then(|x| x.checked_add((m * 60 + s) * 1_000_000 + us))
+        .ok_or_else(bad)?;
     Ok(if neg { -total } else { total })
 }
 
@@ -449,6 +464,8 @@ mod tests {
             time_micros(&bytes("-838:59:59.5")).unwrap(),
             -((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 500_000)
         );
+        assert!(time_micros(&bytes("99999999999999999:00:00")).is_err());
+        assert!(datetime_micros(&bytes("2024-01-01 99999999999999:00:00")).is_err());
         let mut c = Column::new(ColType::Time, 1);
         c.append(bytes("25:00:00")).unwrap();
         assert_eq!(
