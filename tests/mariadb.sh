@@ -1,6 +1,6 @@
 # Shared by tests/run and benches/run: a throwaway MariaDB from the installed
 # server binaries, in a temp dir, on a free port. Source it after tests/pg.sh
-# (for free_port), then `start_mariadb DIR [extra mariadbd options...]`;
+# (for free_port and make_test_certs), then `start_mariadb DIR [extra mariadbd options...]`;
 # `stop_mariadb DIR` stops it. It sets MY_PORT and MY_URL: a user `gatehouse`
 # with password `gatehouse` that owns the database `gatehouse_test`; and
 # MY_CA, the CA (PEM) that signed the server's TLS certificate for 127.0.0.1.
@@ -23,12 +23,7 @@ start_mariadb() {
   [ -d "$dir/data/mysql" ] && fresh=0
   if [ $fresh = 1 ]; then
     # TLS: a throwaway CA and a server certificate for 127.0.0.1 / localhost.
-    (cd "$dir" &&
-      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=gatehouse-test-ca &&
-      openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost &&
-      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext &&
-      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
-    ) >"$dir/tls.log" 2>&1 || { cat "$dir/tls.log" >&2; return 1; }
+    make_test_certs "$dir"
     mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$dir/data" \
       --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
       || { cat "$dir/install.log" >&2; return 1; }

@@ -3,6 +3,8 @@
 # call `start_pg DIR [extra postgres -c settings...]`; `stop_pg DIR` stops it.
 # With PG_PASSWORD set, TCP logins need that password (scram-sha-256), so a
 # wrong one is refused as on a real server; the socket stays trust.
+# With PG_TLS set, the server also accepts TLS with a certificate from a
+# throwaway CA, which it exports as PG_CA.
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
@@ -13,6 +15,17 @@ ensure_pg_installed() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   fi
+}
+
+# make_test_certs DIR: a throwaway CA (DIR/ca.pem) and a server certificate
+# for 127.0.0.1 / localhost (DIR/server.pem, DIR/server.key).
+make_test_certs() {
+  (cd "$1" &&
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=gatehouse-test-ca &&
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+  ) >"$1/tls.log" 2>&1 || { cat "$1/tls.log" >&2; return 1; }
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -39,6 +52,15 @@ start_pg() {
     as_db_user "$bin/initdb" -D "$dir" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
   local opts="-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 $*"
+  if [ -n "${PG_TLS:-}" ]; then
+    local certs="$dir.certs"
+    mkdir -p "$certs" && make_test_certs "$certs"
+    [ "$(id -u)" -eq 0 ] && chown -R postgres: "$certs"
+    chmod 600 "$certs/server.key"
+    opts="$opts -c ssl=on -c ssl_cert_file=$certs/server.pem -c ssl_key_file=$certs/server.key"
+    PG_CA="$certs/ca.pem"
+    export PG_CA
+  fi
   as_db_user "$bin/pg_ctl" -D "$dir" -l "$dir/log" -w -o "$opts" start >/dev/null
   PG_CONNINFO="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
   if [ -n "${PG_PASSWORD:-}" ]; then PG_CONNINFO="$PG_CONNINFO password=$PG_PASSWORD"; fi

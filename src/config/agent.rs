@@ -135,6 +135,9 @@ pub struct PostgresSource {
     /// Seconds to wait for a connection to the database.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// TLS to the database.
+    #[serde(default)]
+    pub tls: DbTls,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -295,6 +298,9 @@ impl Validate for AgentConfig {
                     if let Some(f) = &mut p.password_file {
                         resolve(base, f);
                     }
+                    if let Some(f) = &mut p.tls.ca {
+                        resolve(base, f);
+                    }
                 }
                 SourceConfig::Mysql(m) => {
                     if let Some(f) = &mut m.password_file {
@@ -354,6 +360,7 @@ impl Validate for AgentConfig {
                         (&pg.password_env, &pg.password_file),
                         pg.pool_size,
                     );
+                    check_tls(&mut p, &at, &pg.tls);
                 }
                 SourceConfig::Mysql(my) => {
                     check_server(
@@ -362,18 +369,22 @@ impl Validate for AgentConfig {
                         (&my.password_env, &my.password_file),
                         my.pool_size,
                     );
-                    if let Some(ca) = &my.tls.ca {
-                        check_file(&mut p, &format!("{at}.tls.ca"), ca);
-                        if my.tls.mode == DbTlsMode::Disable {
-                            p.push(format!(
-                                "{at}.tls: a CA is set but mode is \"disable\"; set mode = \"verify-full\" (or \"verify-ca\")"
-                            ));
-                        }
-                    }
+                    check_tls(&mut p, &at, &my.tls);
                 }
             }
         }
         p
+    }
+}
+
+fn check_tls(p: &mut Vec<String>, at: &str, tls: &DbTls) {
+    if let Some(ca) = &tls.ca {
+        check_file(p, &format!("{at}.tls.ca"), ca);
+        if tls.mode == DbTlsMode::Disable {
+            p.push(format!(
+                "{at}.tls: a CA is set but mode is \"disable\"; set mode = \"verify-full\" (or \"verify-ca\")"
+            ));
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod params;
 pub mod postgres;
 pub mod priority;
 pub mod sqlite;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -84,6 +84,7 @@ pub fn postgres(limits: Limits) -> SourceConfig {
         read_only: true,
         pool_size: 8,
         connect_timeout_secs: 5,
+        tls: DbTls::default(),
         limits,
     })
 }

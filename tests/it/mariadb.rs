@@ -296,6 +296,12 @@ async fn tls_to_the_database_is_verified() {
         "the session is not encrypted"
     );
     fx.stop().await;
+    // require: encrypted, the certificate not checked.
+    let fx = fixture(with_tls(DbTlsMode::Require, None)).await;
+    let mut c = fx.client("alice").await;
+    let b = one(&query(&mut c, cipher).await.unwrap());
+    assert!(!b.column(1).as_string::<i32>().value(0).is_empty());
+    fx.stop().await;
     // Plain: not encrypted.
     let fx = fixture(with_tls(DbTlsMode::Disable, None)).await;
     let mut c = fx.client("alice").await;

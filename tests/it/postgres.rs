@@ -9,7 +9,7 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::*;
 use chrono::{NaiveDate, TimeZone, Utc};
 use futures::StreamExt;
-use gatehouse::config::agent::Limits;
+use gatehouse::config::agent::{DbTlsMode, Limits, SourceConfig};
 
 use crate::harness::{Fixture, fetch, message, pg_admin, postgres, query, start_reload, unique};
 
@@ -275,4 +275,59 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         .batch_execute(&format!("DROP TABLE {t}"))
         .await
         .unwrap();
+}
+
+fn with_tls(mode: DbTlsMode, ca: Option<std::path::PathBuf>) -> SourceConfig {
+    let mut s = postgres(Limits::default());
+    if let SourceConfig::Postgres(p) = &mut s {
+        p.tls.mode = mode;
+        p.tls.ca = ca;
+    }
+    s
+}
+
+async fn session_is_encrypted(source: SourceConfig) -> Result<bool, String> {
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-pg", vec![("pg", source)])
+        .start()
+        .await;
+    let mut c = fx.client("alice").await;
+    let r = query(
+        &mut c,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await;
+    fx.stop().await;
+    r.map(|b| b[0].column(0).as_boolean().value(0))
+        .map_err(|e| message(&e))
+}
+
+#[tokio::test]
+async fn tls_to_the_database_is_verified() {
+    let ca: std::path::PathBuf = std::env::var("GATEHOUSE_TEST_PG_CA")
+        .expect("GATEHOUSE_TEST_PG_CA is not set: run the tests with ./tests/run")
+        .into();
+    assert_eq!(
+        session_is_encrypted(with_tls(DbTlsMode::VerifyFull, Some(ca.clone()))).await,
+        Ok(true)
+    );
+    assert_eq!(
+        session_is_encrypted(with_tls(DbTlsMode::VerifyCa, Some(ca))).await,
+        Ok(true)
+    );
+    // Encrypted without checking the certificate.
+    assert_eq!(
+        session_is_encrypted(with_tls(DbTlsMode::Require, None)).await,
+        Ok(true)
+    );
+    assert_eq!(
+        session_is_encrypted(with_tls(DbTlsMode::Disable, None)).await,
+        Ok(false)
+    );
+    // The public roots do not know the test CA: refused.
+    let e = session_is_encrypted(with_tls(DbTlsMode::VerifyFull, None))
+        .await
+        .unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
 }

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::Type;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use super::priority::Pacer;
@@ -35,6 +37,8 @@ pub use types::Scalar;
 pub struct Postgres {
     realtime: Pool,
     reload: Pool,
+    /// Also used for cancel requests, which open a connection of their own.
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl Postgres {
@@ -53,14 +57,20 @@ impl Postgres {
         if c.read_only {
             cfg.options("-c default_transaction_read_only=on");
         }
+        let tls = super::tls::client_config(&c.tls)?.map(MakeRustlsConnect::new);
+        cfg.ssl_mode(if tls.is_some() {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
         let pool = |size: usize| {
-            let manager = Manager::from_config(
-                cfg.clone(),
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
+            let manager_config = ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            };
+            let manager = match &tls {
+                Some(tls) => Manager::from_config(cfg.clone(), tls.clone(), manager_config),
+                None => Manager::from_config(cfg.clone(), NoTls, manager_config),
+            };
             Pool::builder(manager)
                 .max_size(size)
                 .build()
@@ -69,6 +79,7 @@ impl Postgres {
         Ok(Postgres {
             realtime: pool(c.pool_size)?,
             reload: pool(c.limits.reload_concurrency.max(1))?,
+            tls,
         })
     }
 
@@ -116,7 +127,14 @@ fn pg_error(e: tokio_postgres::Error) -> ConnectorError {
     if e.is_closed() {
         return ConnectorError::Connect("the database closed the connection".into());
     }
-    ConnectorError::Connect(e.to_string())
+    // With the causes: "error performing TLS handshake: invalid peer certificate: ...".
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    ConnectorError::Connect(message)
 }
 
 fn unsupported(name: &str, ty: &Type) -> ConnectorError {
@@ -243,8 +261,13 @@ impl Connector for Postgres {
         };
         if matches!(result, Err(ConnectorError::Cancelled)) {
             // Stop the statement in the server, not just our reading of it.
-            let _ = tokio::time::timeout(Duration::from_secs(5), cancel_token.cancel_query(NoTls))
-                .await;
+            let cancel_request = async {
+                match &self.tls {
+                    Some(tls) => cancel_token.cancel_query(tls.clone()).await,
+                    None => cancel_token.cancel_query(NoTls).await,
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), cancel_request).await;
             // The connection may still carry the rest of the result: don't reuse it.
             let _ = deadpool_postgres::Object::take(client);
         }
