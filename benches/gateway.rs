@@ -318,13 +318,10 @@ async fn gateway_reload_from(
     ))
 }
 
-/// The database's ceiling: psql COPY to a pipe we drain.
-fn psql_copy() -> Result<(u64, f64)> {
+/// Runs a command-line client and drains its output: (bytes, seconds).
+fn drain(cmd: &mut Command, what: &str) -> Result<(u64, f64)> {
     let t = Instant::now();
-    let mut child = Command::new("psql")
-        .args([&env("GATEHOUSE_BENCH_PG")?, "-c", "COPY lineitem TO STDOUT"])
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let mut out = child.stdout.take().context("stdout")?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -336,9 +333,17 @@ fn psql_copy() -> Result<(u64, f64)> {
         total += n as u64;
     }
     if !child.wait()?.success() {
-        bail!("psql failed");
+        bail!("{what} failed");
     }
     Ok((total, t.elapsed().as_secs_f64()))
+}
+
+/// The database's ceiling: psql COPY to a pipe we drain.
+fn psql_copy() -> Result<(u64, f64)> {
+    drain(
+        Command::new("psql").args([&env("GATEHOUSE_BENCH_PG")?, "-c", "COPY lineitem TO STDOUT"]),
+        "psql",
+    )
 }
 
 /// What PostgreSQL can deliver to a Rust client on each wire path, drained
@@ -543,32 +548,16 @@ fn mysql_cli_args() -> Result<Vec<String>> {
 /// The command-line client's ceiling: `mariadb --quick --batch` (rows
 /// streamed, tab-separated) into a pipe we drain.
 fn mysql_cli_dump() -> Result<(u64, f64)> {
-    let t = Instant::now();
-    let mut child = Command::new("mariadb")
-        .args(mysql_cli_args()?)
-        .args([
+    drain(
+        Command::new("mariadb").args(mysql_cli_args()?).args([
             "--quick",
             "--batch",
             "--skip-column-names",
             "-e",
             "SELECT * FROM lineitem",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut out = child.stdout.take().context("stdout")?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = out.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-    }
-    if !child.wait()?.success() {
-        bail!("mariadb failed");
-    }
-    Ok((total, t.elapsed().as_secs_f64()))
+        ]),
+        "mariadb",
+    )
 }
 
 /// MariaDB: the gateway against the `mariadb` client and ConnectorX, interleaved.

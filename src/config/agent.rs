@@ -68,25 +68,23 @@ impl HubConnection {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     Sqlite(SqliteSource),
-    Postgres(PostgresSource),
+    Postgres(ServerSource),
     /// MySQL and MariaDB.
-    Mysql(MysqlSource),
+    Mysql(ServerSource),
 }
 
 impl SourceConfig {
     pub fn limits(&self) -> &Limits {
         match self {
             SourceConfig::Sqlite(s) => &s.limits,
-            SourceConfig::Postgres(s) => &s.limits,
-            SourceConfig::Mysql(s) => &s.limits,
+            SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => &s.limits,
         }
     }
 
     pub fn read_only(&self) -> bool {
         match self {
             SourceConfig::Sqlite(s) => s.read_only,
-            SourceConfig::Postgres(s) => s.read_only,
-            SourceConfig::Mysql(s) => s.read_only,
+            SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => s.read_only,
         }
     }
 
@@ -114,19 +112,21 @@ pub struct SqliteSource {
     pub limits: Limits,
 }
 
+/// A database server reached over the network: PostgreSQL, MySQL/MariaDB.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostgresSource {
+pub struct ServerSource {
     pub host: String,
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
+    /// Default: the database's own (5432 for PostgreSQL, 3306 for MySQL).
+    pub port: Option<u16>,
     pub user: String,
     pub database: String,
     /// Name of an environment variable holding the password.
     pub password_env: Option<String>,
     /// File holding the password (e.g. a systemd credential); trailing newline ignored.
     pub password_file: Option<PathBuf>,
-    /// Sessions run with `default_transaction_read_only = on` (default).
+    /// Sessions are read-only (default): PostgreSQL's
+    /// `default_transaction_read_only = on`, MySQL's `SET SESSION TRANSACTION READ ONLY`.
     #[serde(default = "yes")]
     pub read_only: bool,
     /// Pooled connections kept open to the database.
@@ -142,9 +142,6 @@ pub struct PostgresSource {
     pub limits: Limits,
 }
 
-fn default_pg_port() -> u16 {
-    5432
-}
 fn default_pool() -> usize {
     8
 }
@@ -152,65 +149,20 @@ fn default_connect_timeout() -> u64 {
     10
 }
 
-/// A password from an environment variable or a file (e.g. a systemd
-/// credential); trailing newline ignored. Never logged.
-fn read_password(env: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
-    if let Some(var) = env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("environment variable {var} (password_env) is not set"));
-    }
-    if let Some(file) = file {
-        return std::fs::read_to_string(file)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| format!("password_file {}: {e}", file.display()));
-    }
-    Ok(None)
-}
-
-impl PostgresSource {
-    /// The password from its configured place; never logged.
+impl ServerSource {
+    /// The password from an environment variable or a file; never logged.
     pub fn password(&self) -> Result<Option<String>, String> {
-        read_password(&self.password_env, &self.password_file)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MysqlSource {
-    pub host: String,
-    #[serde(default = "default_mysql_port")]
-    pub port: u16,
-    pub user: String,
-    pub database: String,
-    /// Name of an environment variable holding the password.
-    pub password_env: Option<String>,
-    /// File holding the password (e.g. a systemd credential); trailing newline ignored.
-    pub password_file: Option<PathBuf>,
-    /// Sessions run with `SET SESSION TRANSACTION READ ONLY` (default).
-    #[serde(default = "yes")]
-    pub read_only: bool,
-    /// Pooled connections kept open to the database.
-    #[serde(default = "default_pool")]
-    pub pool_size: usize,
-    /// Seconds to wait for a connection to the database.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_secs: u64,
-    /// TLS to the database.
-    #[serde(default)]
-    pub tls: DbTls,
-    #[serde(default)]
-    pub limits: Limits,
-}
-
-fn default_mysql_port() -> u16 {
-    3306
-}
-
-impl MysqlSource {
-    /// The password from its configured place; never logged.
-    pub fn password(&self) -> Result<Option<String>, String> {
-        read_password(&self.password_env, &self.password_file)
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("environment variable {var} (password_env) is not set"));
+        }
+        if let Some(file) = &self.password_file {
+            return std::fs::read_to_string(file)
+                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("password_file {}: {e}", file.display()));
+        }
+        Ok(None)
     }
 }
 
@@ -294,19 +246,11 @@ impl Validate for AgentConfig {
         for s in self.sources.values_mut() {
             match s {
                 SourceConfig::Sqlite(s) => resolve(base, &mut s.path),
-                SourceConfig::Postgres(p) => {
-                    if let Some(f) = &mut p.password_file {
+                SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => {
+                    if let Some(f) = &mut s.password_file {
                         resolve(base, f);
                     }
-                    if let Some(f) = &mut p.tls.ca {
-                        resolve(base, f);
-                    }
-                }
-                SourceConfig::Mysql(m) => {
-                    if let Some(f) = &mut m.password_file {
-                        resolve(base, f);
-                    }
-                    if let Some(f) = &mut m.tls.ca {
+                    if let Some(f) = &mut s.tls.ca {
                         resolve(base, f);
                     }
                 }
@@ -353,56 +297,31 @@ impl Validate for AgentConfig {
                         p.push(format!("{at}.path: {} does not exist", s.path.display()));
                     }
                 }
-                SourceConfig::Postgres(pg) => {
-                    check_server(
-                        &mut p,
-                        &at,
-                        (&pg.password_env, &pg.password_file),
-                        pg.pool_size,
-                    );
-                    check_tls(&mut p, &at, &pg.tls);
-                }
-                SourceConfig::Mysql(my) => {
-                    check_server(
-                        &mut p,
-                        &at,
-                        (&my.password_env, &my.password_file),
-                        my.pool_size,
-                    );
-                    check_tls(&mut p, &at, &my.tls);
-                }
+                SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => check_server(&mut p, &at, s),
             }
         }
         p
     }
 }
 
-fn check_tls(p: &mut Vec<String>, at: &str, tls: &DbTls) {
-    if let Some(ca) = &tls.ca {
+/// Checks shared by the database-server sources.
+fn check_server(p: &mut Vec<String>, at: &str, s: &ServerSource) {
+    if s.password_env.is_some() && s.password_file.is_some() {
+        p.push(format!("{at}: set password_env or password_file, not both"));
+    }
+    if let Err(e) = s.password() {
+        p.push(format!("{at}: {e}"));
+    }
+    if s.pool_size == 0 {
+        p.push(format!("{at}.pool_size must be at least 1"));
+    }
+    if let Some(ca) = &s.tls.ca {
         check_file(p, &format!("{at}.tls.ca"), ca);
-        if tls.mode == DbTlsMode::Disable {
+        if s.tls.mode == DbTlsMode::Disable {
             p.push(format!(
                 "{at}.tls: a CA is set but mode is \"disable\"; set mode = \"verify-full\" (or \"verify-ca\")"
             ));
         }
-    }
-}
-
-/// Checks shared by the database-server sources.
-fn check_server(
-    p: &mut Vec<String>,
-    at: &str,
-    (env, file): (&Option<String>, &Option<PathBuf>),
-    pool_size: usize,
-) {
-    if env.is_some() && file.is_some() {
-        p.push(format!("{at}: set password_env or password_file, not both"));
-    }
-    if let Err(e) = read_password(env, file) {
-        p.push(format!("{at}: {e}"));
-    }
-    if pool_size == 0 {
-        p.push(format!("{at}.pool_size must be at least 1"));
     }
 }
 

@@ -79,12 +79,19 @@ impl BatchPlan {
 /// gRPC default that many clients (tonic, grpc-c++) enforce.
 pub const TARGET_BATCH_BYTES: usize = 2 << 20;
 
-/// Chooses the size of each batch from the plan and the row width seen so far.
+/// Cuts a streamed result into batches: the size of each from the plan and
+/// the row width seen so far, and when the batch being built is full (its
+/// row count, or [`TARGET_BATCH_BYTES`] of row data, so memory stays bounded
+/// when rows are far wider than the previous ones suggested).
 #[derive(Debug, Clone)]
 pub struct BatchSizer {
     plan: BatchPlan,
     index: usize,
-    bytes_per_row: Option<usize>,
+    /// Rows the batch being built aims for.
+    target: usize,
+    /// Rows and wire bytes in the batch being built.
+    rows: usize,
+    bytes: usize,
 }
 
 impl BatchSizer {
@@ -92,29 +99,48 @@ impl BatchSizer {
         BatchSizer {
             plan,
             index: 0,
-            bytes_per_row: None,
+            target: plan.size(0),
+            rows: 0,
+            bytes: 0,
         }
     }
 
-    /// Rows to put in the next batch.
+    /// Rows the batch being built aims for (a builder's capacity).
     pub fn target(&self) -> usize {
-        let rows = self.plan.size(self.index);
-        match self.bytes_per_row {
-            Some(bpr) => rows.min((TARGET_BATCH_BYTES / bpr.max(1)).max(1)),
-            None => rows,
-        }
+        self.target
     }
 
-    /// Learns the row width from a finished batch.
+    /// Rows in the batch being built.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Counts one row of about `bytes` bytes; true once the batch is full.
+    pub fn row(&mut self, bytes: usize) -> bool {
+        self.rows += 1;
+        self.bytes += bytes;
+        self.full()
+    }
+
+    pub fn full(&self) -> bool {
+        self.rows >= self.target || self.bytes >= TARGET_BATCH_BYTES
+    }
+
+    /// Whether a last batch is due: rows not yet sent, or no batch at all
+    /// (an empty result still sends one, with its schema).
+    pub fn pending(&self) -> bool {
+        self.rows > 0 || self.index == 0
+    }
+
+    /// Learns the row width from a finished batch and starts the next one.
     pub fn record(&mut self, batch: &RecordBatch) {
         self.index += 1;
+        self.target = self.plan.size(self.index);
         if batch.num_rows() > 0 {
-            self.bytes_per_row = Some(batch_bytes(batch) / batch.num_rows());
+            let bytes_per_row = (batch_bytes(batch) / batch.num_rows()).max(1);
+            self.target = self.target.min((TARGET_BATCH_BYTES / bytes_per_row).max(1));
         }
-    }
-
-    pub fn batches(&self) -> usize {
-        self.index
+        (self.rows, self.bytes) = (0, 0);
     }
 }
 
@@ -242,4 +268,31 @@ pub fn build(config: &SourceConfig) -> Result<Arc<dyn Connector>, ConnectorError
         SourceConfig::Postgres(c) => Arc::new(postgres::Postgres::new(c)?),
         SourceConfig::Mysql(c) => Arc::new(mysql::Mysql::new(c)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    fn batch(rows: usize) -> RecordBatch {
+        RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int64Array::from(vec![1; rows])) as arrow::array::ArrayRef,
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn batches_are_cut_by_rows_then_by_bytes() {
+        let mut s = BatchSizer::new(BatchPlan { first: 3, rest: 5 });
+        assert!(s.pending(), "an empty result still sends a batch");
+        assert!(!s.row(10) && !s.row(10) && s.row(10));
+        s.record(&batch(3));
+        assert_eq!((s.target(), s.rows(), s.pending()), (5, 0, false));
+        // A row wider than the byte target fills a batch on its own.
+        assert!(s.row(TARGET_BATCH_BYTES));
+        s.record(&batch(1));
+        assert!(!s.full());
+    }
 }

@@ -309,8 +309,8 @@ fn run(
     let mut sizer = BatchSizer::new(query.batches);
     let mut pacer = Pacer::new(query.yield_to.clone());
     let mut pending: Vec<Vec<Value>> = vec![Vec::new(); ncols];
-    let (mut n, mut bytes, mut exhausted) = (0, 0usize, false);
-    while n < sizer.target() && bytes < super::TARGET_BATCH_BYTES {
+    let mut exhausted = false;
+    while !sizer.full() {
         if cancel.is_cancelled() {
             return Err(ConnectorError::Cancelled);
         }
@@ -318,12 +318,13 @@ fn run(
             exhausted = true;
             break;
         };
+        let mut bytes = 0;
         for (i, col) in pending.iter_mut().enumerate() {
             let v = row.get_ref(i).map_err(db_error)?;
             bytes += value_bytes(v);
             col.push(v.into());
         }
-        n += 1;
+        sizer.row(bytes);
     }
     for (ty, col) in types.iter_mut().zip(&pending) {
         if ty.is_none() {
@@ -344,7 +345,7 @@ fn run(
             .map(|f| Col::new(f.data_type(), cap))
             .collect()
     };
-    let mut cols = new_cols(n);
+    let mut cols = new_cols(sizer.rows());
     for ((col, values), f) in cols.iter_mut().zip(&pending).zip(schema.fields()) {
         for v in values {
             col.append(f.name(), f.data_type(), v.into())?;
@@ -352,7 +353,7 @@ fn run(
     }
     drop(pending);
     loop {
-        if n > 0 || sizer.batches() == 0 {
+        if sizer.pending() {
             let arrays = cols.iter_mut().map(Col::finish).collect();
             let batch = RecordBatch::try_new(schema.clone(), arrays)?;
             sizer.record(&batch);
@@ -361,10 +362,8 @@ fn run(
         if exhausted {
             return Ok(());
         }
-        let target = sizer.target();
-        cols = new_cols(target);
-        (n, bytes) = (0, 0);
-        while n < target && bytes < super::TARGET_BATCH_BYTES {
+        cols = new_cols(sizer.target());
+        while !sizer.full() {
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
@@ -373,12 +372,13 @@ fn run(
                 exhausted = true;
                 break;
             };
+            let mut bytes = 0;
             for (i, (col, f)) in cols.iter_mut().zip(schema.fields()).enumerate() {
                 let v = row.get_ref(i).map_err(db_error)?;
                 bytes += value_bytes(v);
                 col.append(f.name(), f.data_type(), v)?;
             }
-            n += 1;
+            sizer.row(bytes);
         }
     }
 }

@@ -11,7 +11,8 @@ use mysql_async::prelude::Queryable;
 use tonic::Code;
 
 use crate::harness::{
-    Fixture, code, message, my_admin, mysql, pg_admin, postgres, query, rows, secret_file, unique,
+    Fixture, code, message, my_admin, mysql, pg_admin, postgres, query, rows, secret_file, server,
+    unique,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,11 +205,7 @@ async fn errors_carry_the_database_message(db: Db) {
 
     // Wrong password: the server's refusal, as retryable UNAVAILABLE.
     let mut wrong = db.source(Limits::default());
-    match &mut wrong {
-        SourceConfig::Postgres(p) => p.password_file = Some(secret_file("wrong")),
-        SourceConfig::Mysql(m) => m.password_file = Some(secret_file("wrong")),
-        SourceConfig::Sqlite(_) => unreachable!(),
-    }
+    server(&mut wrong).password_file = Some(secret_file("wrong"));
     let fx = Fixture::builder()
         .tenant("acme", "alice")
         .agent("acme", "acme-db", vec![("db", wrong)])
@@ -235,11 +232,8 @@ async fn errors_carry_the_database_message(db: Db) {
         .unwrap()
         .port();
     let mut down = db.source(Limits::default());
-    match &mut down {
-        SourceConfig::Postgres(p) => (p.port, p.connect_timeout_secs) = (free, 2),
-        SourceConfig::Mysql(m) => (m.port, m.connect_timeout_secs) = (free, 2),
-        SourceConfig::Sqlite(_) => unreachable!(),
-    }
+    let s = server(&mut down);
+    (s.port, s.connect_timeout_secs) = (Some(free), 2);
     let fx = Fixture::builder()
         .tenant("acme", "alice")
         .agent("acme", "acme-db", vec![("db", down)])

@@ -13,8 +13,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use gatehouse::agent::Agent;
 use gatehouse::config::agent::{
-    AgentConfig, DbTls, HubConnection, Limits, MysqlSource, PostgresSource, SourceConfig,
-    SqliteSource,
+    AgentConfig, DbTls, HubConnection, Limits, ServerSource, SourceConfig, SqliteSource,
 };
 use gatehouse::config::hub::{FlightListener, HubConfig, Tenant, TunnelListener, User};
 use gatehouse::hub::{Hub, Registry};
@@ -74,9 +73,9 @@ pub fn postgres(limits: Limits) -> SourceConfig {
     let password = pg_conninfo()
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("password=").map(str::to_string));
-    SourceConfig::Postgres(PostgresSource {
+    SourceConfig::Postgres(ServerSource {
         host: pg_field("host"),
-        port: pg_field("port").parse().unwrap(),
+        port: Some(pg_field("port").parse().unwrap()),
         user: pg_field("user"),
         database: pg_field("dbname"),
         password_env: None,
@@ -108,9 +107,9 @@ pub fn mysql_url() -> String {
 pub fn mysql(limits: Limits) -> SourceConfig {
     let opts =
         mysql_async::Opts::from_url(&mysql_url()).expect("GATEHOUSE_TEST_MYSQL is a mysql:// URL");
-    SourceConfig::Mysql(MysqlSource {
+    SourceConfig::Mysql(ServerSource {
         host: opts.ip_or_hostname().to_string(),
-        port: opts.tcp_port(),
+        port: Some(opts.tcp_port()),
         user: opts.user().unwrap_or("root").to_string(),
         database: opts.db_name().unwrap_or("test").to_string(),
         password_env: None,
@@ -121,6 +120,25 @@ pub fn mysql(limits: Limits) -> SourceConfig {
         tls: DbTls::default(),
         limits,
     })
+}
+
+/// The server settings of a PostgreSQL or MySQL source, to alter in a test.
+pub fn server(source: &mut SourceConfig) -> &mut ServerSource {
+    match source {
+        SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => s,
+        SourceConfig::Sqlite(_) => panic!("not a database server source"),
+    }
+}
+
+/// `source` with TLS to the database in `mode`, verified against `ca`.
+pub fn with_tls(
+    mut source: SourceConfig,
+    mode: gatehouse::config::agent::DbTlsMode,
+    ca: Option<PathBuf>,
+) -> SourceConfig {
+    let s = server(&mut source);
+    (s.tls.mode, s.tls.ca) = (mode, ca);
+    source
 }
 
 /// A direct (admin) connection to the test MariaDB.
@@ -353,6 +371,40 @@ pub async fn query(
         out.extend(batches);
     }
     Ok(out)
+}
+
+/// All batches of a result as one.
+pub fn one(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+/// The Arrow schema Flight SQL `GetTables` lists for one table.
+pub async fn listed_schema(
+    c: &mut FlightSqlServiceClient<Channel>,
+    catalog: &str,
+    db_schema: &str,
+    table: &str,
+) -> arrow::datatypes::Schema {
+    use arrow::array::AsArray;
+    let info = c
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            catalog: Some(catalog.into()),
+            db_schema_filter_pattern: Some(db_schema.into()),
+            table_name_filter_pattern: Some(table.into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let b = one(&fetch(c, info).await);
+    assert_eq!(
+        b.num_rows(),
+        1,
+        "{catalog}.{db_schema}.{table} listed {} times",
+        b.num_rows()
+    );
+    arrow::ipc::convert::try_schema_from_ipc_buffer(b.column(4).as_binary::<i32>().value(0))
+        .unwrap()
 }
 
 pub fn rows(batches: &[RecordBatch]) -> usize {

@@ -11,7 +11,10 @@ use futures::StreamExt;
 use gatehouse::config::agent::{DbTlsMode, Limits, SourceConfig};
 use mysql_async::prelude::Queryable;
 
-use crate::harness::{Fixture, fetch, message, my_admin, mysql, query, start_reload, unique};
+use crate::harness::{
+    Fixture, fetch, listed_schema, message, my_admin, mysql, one, query, start_reload, unique,
+    with_tls,
+};
 
 async fn fixture(source: SourceConfig) -> Fixture {
     Fixture::builder()
@@ -19,10 +22,6 @@ async fn fixture(source: SourceConfig) -> Fixture {
         .agent("acme", "acme-my", vec![("my", source)])
         .start()
         .await
-}
-
-fn one(batches: &[RecordBatch]) -> RecordBatch {
-    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
 }
 
 #[tokio::test]
@@ -247,21 +246,7 @@ async fn catalog_lists_mariadb_tables_with_schemas() {
         .unwrap();
     let fx = fixture(mysql(Limits::default())).await;
     let mut c = fx.client("alice").await;
-    let info = c
-        .get_tables(arrow_flight::sql::CommandGetTables {
-            catalog: Some("my".into()),
-            db_schema_filter_pattern: Some("gatehouse_test".into()),
-            table_name_filter_pattern: Some(t.clone()),
-            table_types: vec![],
-            include_schema: true,
-        })
-        .await
-        .unwrap();
-    let b = one(&fetch(&mut c, info).await);
-    assert_eq!(b.num_rows(), 1);
-    let schema =
-        arrow::ipc::convert::try_schema_from_ipc_buffer(b.column(4).as_binary::<i32>().value(0))
-            .unwrap();
+    let schema = listed_schema(&mut c, "my", "gatehouse_test", &t).await;
     // The listing's types are those a query returns.
     let queried = one(&query(&mut c, &format!("SELECT * FROM {t}")).await.unwrap());
     for (listed, got) in schema.fields().iter().zip(queried.schema().fields()) {
@@ -272,15 +257,6 @@ async fn catalog_lists_mariadb_tables_with_schemas() {
     fx.stop().await;
 }
 
-fn with_tls(mode: DbTlsMode, ca: Option<std::path::PathBuf>) -> SourceConfig {
-    let mut s = mysql(Limits::default());
-    if let SourceConfig::Mysql(m) = &mut s {
-        m.tls.mode = mode;
-        m.tls.ca = ca;
-    }
-    s
-}
-
 #[tokio::test]
 async fn tls_to_the_database_is_verified() {
     let ca: std::path::PathBuf = std::env::var("GATEHOUSE_TEST_MYSQL_CA")
@@ -288,7 +264,12 @@ async fn tls_to_the_database_is_verified() {
         .into();
     let cipher = "SHOW SESSION STATUS LIKE 'Ssl_cipher'";
     // verify-full against the server's CA: encrypted.
-    let fx = fixture(with_tls(DbTlsMode::VerifyFull, Some(ca))).await;
+    let fx = fixture(with_tls(
+        mysql(Limits::default()),
+        DbTlsMode::VerifyFull,
+        Some(ca),
+    ))
+    .await;
     let mut c = fx.client("alice").await;
     let b = one(&query(&mut c, cipher).await.unwrap());
     assert!(
@@ -297,19 +278,24 @@ async fn tls_to_the_database_is_verified() {
     );
     fx.stop().await;
     // require: encrypted, the certificate not checked.
-    let fx = fixture(with_tls(DbTlsMode::Require, None)).await;
+    let fx = fixture(with_tls(mysql(Limits::default()), DbTlsMode::Require, None)).await;
     let mut c = fx.client("alice").await;
     let b = one(&query(&mut c, cipher).await.unwrap());
     assert!(!b.column(1).as_string::<i32>().value(0).is_empty());
     fx.stop().await;
     // Plain: not encrypted.
-    let fx = fixture(with_tls(DbTlsMode::Disable, None)).await;
+    let fx = fixture(with_tls(mysql(Limits::default()), DbTlsMode::Disable, None)).await;
     let mut c = fx.client("alice").await;
     let b = one(&query(&mut c, cipher).await.unwrap());
     assert_eq!(b.column(1).as_string::<i32>().value(0), "");
     fx.stop().await;
     // verify-full against the public roots: this server's certificate is refused.
-    let fx = fixture(with_tls(DbTlsMode::VerifyFull, None)).await;
+    let fx = fixture(with_tls(
+        mysql(Limits::default()),
+        DbTlsMode::VerifyFull,
+        None,
+    ))
+    .await;
     let mut c = fx.client("alice").await;
     let e = query(&mut c, "SELECT 1").await.unwrap_err();
     assert!(message(&e).to_lowercase().contains("certificate"), "{e}");

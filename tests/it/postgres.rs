@@ -11,7 +11,10 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use futures::StreamExt;
 use gatehouse::config::agent::{DbTlsMode, Limits, SourceConfig};
 
-use crate::harness::{Fixture, fetch, message, pg_admin, postgres, query, start_reload, unique};
+use crate::harness::{
+    Fixture, fetch, listed_schema, message, one, pg_admin, postgres, query, start_reload, unique,
+    with_tls,
+};
 
 async fn fixture(limits: Limits) -> Fixture {
     Fixture::builder()
@@ -19,10 +22,6 @@ async fn fixture(limits: Limits) -> Fixture {
         .agent("acme", "acme-pg", vec![("pg", postgres(limits))])
         .start()
         .await
-}
-
-fn one(batches: &[RecordBatch]) -> RecordBatch {
-    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
 }
 
 #[tokio::test]
@@ -253,21 +252,7 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         .unwrap();
     let fx = fixture(Limits::default()).await;
     let mut c = fx.client("alice").await;
-    let info = c
-        .get_tables(arrow_flight::sql::CommandGetTables {
-            catalog: Some("pg".into()),
-            db_schema_filter_pattern: Some("public".into()),
-            table_name_filter_pattern: Some(t.clone()),
-            table_types: vec![],
-            include_schema: true,
-        })
-        .await
-        .unwrap();
-    let b = one(&fetch(&mut c, info).await);
-    assert_eq!(b.num_rows(), 1);
-    let schema =
-        arrow::ipc::convert::try_schema_from_ipc_buffer(b.column(4).as_binary::<i32>().value(0))
-            .unwrap();
+    let schema = listed_schema(&mut c, "pg", "public", &t).await;
     assert_eq!(schema.field(0).data_type(), &DataType::Int64);
     assert_eq!(schema.field(1).data_type(), &DataType::Decimal128(12, 2));
     fx.stop().await;
@@ -275,15 +260,6 @@ async fn catalog_lists_postgres_tables_with_schemas() {
         .batch_execute(&format!("DROP TABLE {t}"))
         .await
         .unwrap();
-}
-
-fn with_tls(mode: DbTlsMode, ca: Option<std::path::PathBuf>) -> SourceConfig {
-    let mut s = postgres(Limits::default());
-    if let SourceConfig::Postgres(p) = &mut s {
-        p.tls.mode = mode;
-        p.tls.ca = ca;
-    }
-    s
 }
 
 async fn session_is_encrypted(source: SourceConfig) -> Result<bool, String> {
@@ -308,25 +284,26 @@ async fn tls_to_the_database_is_verified() {
     let ca: std::path::PathBuf = std::env::var("GATEHOUSE_TEST_PG_CA")
         .expect("GATEHOUSE_TEST_PG_CA is not set: run the tests with ./tests/run")
         .into();
+    let pg = |mode, ca| with_tls(postgres(Limits::default()), mode, ca);
     assert_eq!(
-        session_is_encrypted(with_tls(DbTlsMode::VerifyFull, Some(ca.clone()))).await,
+        session_is_encrypted(pg(DbTlsMode::VerifyFull, Some(ca.clone()))).await,
         Ok(true)
     );
     assert_eq!(
-        session_is_encrypted(with_tls(DbTlsMode::VerifyCa, Some(ca))).await,
+        session_is_encrypted(pg(DbTlsMode::VerifyCa, Some(ca))).await,
         Ok(true)
     );
     // Encrypted without checking the certificate.
     assert_eq!(
-        session_is_encrypted(with_tls(DbTlsMode::Require, None)).await,
+        session_is_encrypted(pg(DbTlsMode::Require, None)).await,
         Ok(true)
     );
     assert_eq!(
-        session_is_encrypted(with_tls(DbTlsMode::Disable, None)).await,
+        session_is_encrypted(pg(DbTlsMode::Disable, None)).await,
         Ok(false)
     );
     // The public roots do not know the test CA: refused.
-    let e = session_is_encrypted(with_tls(DbTlsMode::VerifyFull, None))
+    let e = session_is_encrypted(pg(DbTlsMode::VerifyFull, None))
         .await
         .unwrap_err();
     assert!(e.to_lowercase().contains("certificate"), "{e}");

@@ -22,7 +22,7 @@ use tracing::warn;
 use super::params::Param;
 use super::priority::Pacer;
 use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
-use crate::config::agent::{DbTlsMode, MysqlSource};
+use crate::config::agent::{DbTlsMode, ServerSource};
 use crate::protocol::catalog::TableInfo;
 use crate::protocol::pb::Mode;
 use decode::{Column, value_bytes};
@@ -40,7 +40,7 @@ pub struct Mysql {
 const SYSTEM_SCHEMAS: &str = "('mysql', 'information_schema', 'performance_schema', 'sys')";
 
 impl Mysql {
-    pub fn new(c: &MysqlSource) -> Result<Self, ConnectorError> {
+    pub fn new(c: &ServerSource) -> Result<Self, ConnectorError> {
         // Run on every new connection and after every pool reset.
         let mut setup = vec!["SET time_zone = '+00:00'".to_string()];
         if c.read_only {
@@ -62,7 +62,7 @@ impl Mysql {
         };
         let base = OptsBuilder::default()
             .ip_or_hostname(c.host.clone())
-            .tcp_port(c.port)
+            .tcp_port(c.port.unwrap_or(3306))
             .user(Some(c.user.clone()))
             .pass(c.password().map_err(ConnectorError::Connect)?)
             .db_name(Some(c.database.clone()))
@@ -217,9 +217,7 @@ async fn stream_rows(
     let mut pacer = Pacer::new(query.yield_to.clone());
     let new_columns =
         |cap: usize| -> Vec<Column> { types.iter().map(|t| Column::new(*t, cap)).collect() };
-    let mut target = sizer.target();
-    let mut columns = new_columns(target);
-    let (mut n, mut bytes) = (0, 0usize);
+    let mut columns = new_columns(sizer.target());
     if let Some(mut rows) = result.stream::<Row>().await.map_err(my_error)? {
         while let Some(row) = rows.next().await {
             let row = row.map_err(my_error)?;
@@ -227,6 +225,7 @@ async fn stream_rows(
             // tokio's budget, so yield to realtime work explicitly.
             tokio::task::consume_budget().await;
             pacer.row().await;
+            let mut bytes = 0;
             for (i, (col, v)) in columns.iter_mut().zip(row.unwrap_raw()).enumerate() {
                 let v = v.unwrap_or(Value::NULL);
                 bytes += value_bytes(&v);
@@ -237,18 +236,15 @@ async fn stream_rows(
                     ))
                 })?;
             }
-            n += 1;
-            if n == target || bytes >= super::TARGET_BATCH_BYTES {
+            if sizer.row(bytes) {
                 let batch = finish(&schema, &mut columns)?;
                 sizer.record(&batch);
                 sink.send(Output::Batch(batch)).await?;
-                target = sizer.target();
-                columns = new_columns(target);
-                (n, bytes) = (0, 0);
+                columns = new_columns(sizer.target());
             }
         }
     }
-    if n > 0 || sizer.batches() == 0 {
+    if sizer.pending() {
         sink.send(Output::Batch(finish(&schema, &mut columns)?))
             .await?;
     }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::priority::Pacer;
 use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
-use crate::config::agent::PostgresSource;
+use crate::config::agent::ServerSource;
 use crate::protocol::catalog::TableInfo;
 use decode::{Column, Raw};
 use types::{ColType, col_type};
@@ -42,10 +42,10 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    pub fn new(c: &PostgresSource) -> Result<Self, ConnectorError> {
+    pub fn new(c: &ServerSource) -> Result<Self, ConnectorError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&c.host)
-            .port(c.port)
+            .port(c.port.unwrap_or(5432))
             .user(&c.user)
             .dbname(&c.database)
             .application_name("gatehouse-agent")
@@ -185,12 +185,7 @@ async fn stream_rows(
             .map(|(t, f)| Column::new(*t, f, cap))
             .collect()
     };
-    let mut target = sizer.target();
-    let mut columns = new_columns(target);
-    let mut n = 0;
-    // Wire bytes in the current batch: cuts a batch early when rows are far
-    // wider than the previous ones suggested, so memory stays bounded.
-    let mut bytes = 0usize;
+    let mut columns = new_columns(sizer.target());
     while let Some(row) = rows.next().await {
         let row = row.map_err(pg_error)?;
         // The row stream is a futures channel, invisible to tokio's cooperative
@@ -198,6 +193,7 @@ async fn stream_rows(
         // and realtime queries on the same worker thread wait behind it.
         tokio::task::consume_budget().await;
         pacer.row().await;
+        let mut bytes = 0;
         for (i, col) in columns.iter_mut().enumerate() {
             let raw: Option<Raw> = row
                 .try_get(i)
@@ -210,18 +206,14 @@ async fn stream_rows(
                 ))
             })?;
         }
-        n += 1;
-        if n == target || bytes >= super::TARGET_BATCH_BYTES {
+        if sizer.row(bytes) {
             let batch = finish(&schema, &mut columns)?;
             sizer.record(&batch);
             sink.send(Output::Batch(batch)).await?;
-            target = sizer.target();
-            columns = new_columns(target);
-            n = 0;
-            bytes = 0;
+            columns = new_columns(sizer.target());
         }
     }
-    if n > 0 || sizer.batches() == 0 {
+    if sizer.pending() {
         sink.send(Output::Batch(finish(&schema, &mut columns)?))
             .await?;
     }
