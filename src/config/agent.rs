@@ -71,20 +71,26 @@ pub enum SourceConfig {
     Postgres(ServerSource),
     /// MySQL and MariaDB.
     Mysql(ServerSource),
+    /// Microsoft SQL Server and Azure SQL.
+    Sqlserver(ServerSource),
 }
 
 impl SourceConfig {
     pub fn limits(&self) -> &Limits {
         match self {
             SourceConfig::Sqlite(s) => &s.limits,
-            SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => &s.limits,
+            SourceConfig::Postgres(s) | SourceConfig::Mysql(s) | SourceConfig::Sqlserver(s) => {
+                &s.limits
+            }
         }
     }
 
     pub fn read_only(&self) -> bool {
         match self {
             SourceConfig::Sqlite(s) => s.read_only,
-            SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => s.read_only,
+            SourceConfig::Postgres(s) | SourceConfig::Mysql(s) | SourceConfig::Sqlserver(s) => {
+                s.read_only
+            }
         }
     }
 
@@ -93,6 +99,7 @@ impl SourceConfig {
             SourceConfig::Sqlite(_) => "sqlite",
             SourceConfig::Postgres(_) => "postgres",
             SourceConfig::Mysql(_) => "mysql",
+            SourceConfig::Sqlserver(_) => "sqlserver",
         }
     }
 }
@@ -117,7 +124,7 @@ pub struct SqliteSource {
 #[serde(deny_unknown_fields)]
 pub struct ServerSource {
     pub host: String,
-    /// Default: the database's own (5432 for PostgreSQL, 3306 for MySQL).
+    /// Default: the database's own (5432 PostgreSQL, 3306 MySQL, 1433 SQL Server).
     pub port: Option<u16>,
     pub user: String,
     pub database: String,
@@ -126,7 +133,9 @@ pub struct ServerSource {
     /// File holding the password (e.g. a systemd credential); trailing newline ignored.
     pub password_file: Option<PathBuf>,
     /// Sessions are read-only (default): PostgreSQL's
-    /// `default_transaction_read_only = on`, MySQL's `SET SESSION TRANSACTION READ ONLY`.
+    /// `default_transaction_read_only = on`, MySQL's `SET SESSION TRANSACTION READ ONLY`;
+    /// SQL Server has no read-only session, so its login must not hold write
+    /// permissions (checked on connect) and sessions ask for read-only intent.
     #[serde(default = "yes")]
     pub read_only: bool,
     /// Pooled connections kept open to the database.
@@ -189,6 +198,9 @@ pub enum DbTlsMode {
     VerifyCa,
     /// Encrypted, certificate signed by the CA and naming the host.
     VerifyFull,
+    /// SQL Server only: TDS 8 (TLS before any TDS byte, as HTTPS does),
+    /// verified as `verify-full`.
+    Strict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -246,7 +258,7 @@ impl Validate for AgentConfig {
         for s in self.sources.values_mut() {
             match s {
                 SourceConfig::Sqlite(s) => resolve(base, &mut s.path),
-                SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => {
+                SourceConfig::Postgres(s) | SourceConfig::Mysql(s) | SourceConfig::Sqlserver(s) => {
                     if let Some(f) = &mut s.password_file {
                         resolve(base, f);
                     }
@@ -297,7 +309,22 @@ impl Validate for AgentConfig {
                         p.push(format!("{at}.path: {} does not exist", s.path.display()));
                     }
                 }
-                SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => check_server(&mut p, &at, s),
+                SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => {
+                    check_server(&mut p, &at, s);
+                    if s.tls.mode == DbTlsMode::Strict {
+                        p.push(format!(
+                            "{at}.tls.mode \"strict\" (TDS 8) is for SQL Server; use \"verify-full\""
+                        ));
+                    }
+                }
+                SourceConfig::Sqlserver(s) => {
+                    check_server(&mut p, &at, s);
+                    if s.tls.mode == DbTlsMode::VerifyCa {
+                        p.push(format!(
+                            "{at}.tls.mode \"verify-ca\" is not available for SQL Server (the driver always checks the host name); use \"verify-full\" or \"strict\""
+                        ));
+                    }
+                }
             }
         }
         p

@@ -6,6 +6,7 @@ pub mod params;
 pub mod postgres;
 pub mod priority;
 pub mod sqlite;
+pub mod sqlserver;
 pub mod tls;
 
 use std::sync::Arc;
@@ -267,6 +268,7 @@ pub fn build(config: &SourceConfig) -> Result<Arc<dyn Connector>, ConnectorError
         SourceConfig::Sqlite(c) => Arc::new(sqlite::Sqlite::new(c)),
         SourceConfig::Postgres(c) => Arc::new(postgres::Postgres::new(c)?),
         SourceConfig::Mysql(c) => Arc::new(mysql::Mysql::new(c)?),
+        SourceConfig::Sqlserver(c) => Arc::new(sqlserver::SqlServer::new(c)?),
     })
 }
 

@@ -41,7 +41,7 @@ pub fn client_config(tls: &DbTls) -> Result<Option<ClientConfig>, ConnectorError
         .with_safe_default_protocol_versions()
         .map_err(|e| ConnectorError::Connect(format!("TLS: {e}")))?;
     let config = match tls.mode {
-        DbTlsMode::VerifyFull => builder.with_webpki_verifier(webpki),
+        DbTlsMode::VerifyFull | DbTlsMode::Strict => builder.with_webpki_verifier(webpki),
         mode => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Relaxed {

@@ -1,7 +1,9 @@
 //! The conformance suite every database connector passes, run against the
 //! real PostgreSQL and MariaDB that `tests/run` starts: NULLs, empty results,
 //! huge results in bounded batches, the database's own errors with clear
-//! codes, cancellation in the server, limits and read-only sessions.
+//! codes, cancellation in the server, limits and read-only sessions. The
+//! SQL Server copies are the opt-in lane: ignored unless run with
+//! `--ignored` against the real server named by `GATEHOUSE_TEST_MSSQL`.
 
 use std::time::Duration;
 
@@ -11,14 +13,15 @@ use mysql_async::prelude::Queryable;
 use tonic::Code;
 
 use crate::harness::{
-    Fixture, code, message, my_admin, mysql, pg_admin, postgres, query, rows, secret_file, server,
-    unique,
+    Fixture, code, message, ms_admin, mssql, my_admin, mysql, pg_admin, postgres, query, rows,
+    secret_file, server, unique,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
     Postgres,
     Mariadb,
+    Sqlserver,
 }
 
 impl Db {
@@ -26,6 +29,11 @@ impl Db {
         match self {
             Db::Postgres => postgres(limits),
             Db::Mariadb => mysql(limits),
+            Db::Sqlserver => {
+                let mut s = mssql(limits);
+                server(&mut s).read_only = true;
+                s
+            }
         }
     }
 
@@ -41,6 +49,15 @@ impl Db {
         match self {
             Db::Postgres => pg_admin().await.batch_execute(sql).await.unwrap(),
             Db::Mariadb => my_admin().await.query_drop(sql).await.unwrap(),
+            Db::Sqlserver => {
+                let mut c = ms_admin().await;
+                c.simple_query(sql)
+                    .await
+                    .unwrap()
+                    .into_results()
+                    .await
+                    .unwrap();
+            }
         }
     }
 
@@ -50,6 +67,10 @@ impl Db {
             Db::Postgres => format!("SELECT g FROM generate_series(1, {n}) g"),
             // MariaDB's SEQUENCE engine: a virtual table per range.
             Db::Mariadb => format!("SELECT seq AS g FROM seq_1_to_{n}"),
+            Db::Sqlserver => format!(
+                "SELECT TOP ({n}) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS g \
+                 FROM sys.all_objects a CROSS JOIN sys.all_objects b"
+            ),
         }
     }
 
@@ -57,6 +78,11 @@ impl Db {
         match self {
             Db::Postgres => format!("SELECT pg_sleep({secs}), '{marker}' AS m"),
             Db::Mariadb => format!("SELECT SLEEP({secs}), '{marker}' AS m"),
+            Db::Sqlserver => format!(
+                "WAITFOR DELAY '00:{:02}:{:02}'; SELECT '{marker}' AS m",
+                secs / 60,
+                secs % 60
+            ),
         }
     }
 
@@ -83,6 +109,23 @@ impl Db {
                     .unwrap();
                 n.unwrap_or(0)
             }
+            Db::Sqlserver => {
+                let mut c = ms_admin().await;
+                let row = c
+                    .query(
+                        "SELECT COUNT(*) FROM sys.dm_exec_requests r \
+                         CROSS APPLY sys.dm_exec_sql_text(r.sql_handle) t \
+                         WHERE t.text LIKE '%' + @P1 + '%' AND r.session_id <> @@SPID",
+                        &[&marker],
+                    )
+                    .await
+                    .unwrap()
+                    .into_row()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.get::<i32, _>(0).unwrap_or(0).into()
+            }
         }
     }
 }
@@ -106,6 +149,9 @@ async fn nulls_and_empty_results(db: Db) {
         }
         Db::Mariadb => {
             "SELECT CAST(NULL AS SIGNED) AS i, CAST(NULL AS CHAR) AS t, CAST(NULL AS DECIMAL(10,2)) AS n, CAST(NULL AS DATE) AS d, CAST(NULL AS DATETIME) AS ts, CAST(NULL AS BINARY) AS b"
+        }
+        Db::Sqlserver => {
+            "SELECT CAST(NULL AS int) AS i, CAST(NULL AS nvarchar(10)) AS t, CAST(NULL AS decimal(10,2)) AS n, CAST(NULL AS date) AS d, CAST(NULL AS datetime2) AS ts, CAST(NULL AS varbinary(10)) AS b"
         }
     };
     let b = query(&mut c, sql).await.unwrap();
@@ -146,6 +192,11 @@ async fn huge_results_stream_in_bounded_batches(db: Db) {
     let sql = match db {
         Db::Postgres => "SELECT g, repeat('x', 100000) AS wide FROM generate_series(1, 1000) g",
         Db::Mariadb => "SELECT seq, REPEAT('x', 100000) AS wide FROM seq_1_to_1000",
+        Db::Sqlserver => {
+            "SELECT TOP (1000) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS g, \
+             REPLICATE(CAST('x' AS varchar(max)), 100000) AS wide \
+             FROM sys.all_objects a CROSS JOIN sys.all_objects b"
+        }
     };
     let spec = QuerySpec {
         sql: sql.into(),
@@ -190,6 +241,8 @@ async fn errors_carry_the_database_message(db: Db) {
     let (syntax, syntax_code) = match db {
         Db::Postgres => ("syntax error", "42601"),
         Db::Mariadb => ("You have an error in your SQL syntax", "1064"),
+        // T-SQL reads `SELEC 1` as a call of a procedure named SELEC.
+        Db::Sqlserver => ("SELEC", "SQL Server error"),
     };
     assert!(
         message(&e).contains(syntax) && message(&e).contains(syntax_code),
@@ -217,6 +270,7 @@ async fn errors_carry_the_database_message(db: Db) {
     let refusal = match db {
         Db::Postgres => "password authentication failed",
         Db::Mariadb => "Access denied",
+        Db::Sqlserver => "Login failed",
     };
     assert!(message(&e).contains(refusal), "{db:?}: {e}");
     assert!(
@@ -342,6 +396,9 @@ async fn limits_are_enforced_by_the_agent(db: Db) {
 async fn read_only_sources_refuse_writes(db: Db) {
     let t = unique("ro");
     db.admin(&format!("CREATE TABLE {t} (x int)")).await;
+    if db == Db::Sqlserver {
+        return sqlserver_reader_cannot_write(&t).await;
+    }
     let fx = db.fixture(Limits::default()).await;
     let mut c = fx.client("alice").await;
     let e = query(&mut c, &format!("INSERT INTO {t} VALUES (1)"))
@@ -350,10 +407,53 @@ async fn read_only_sources_refuse_writes(db: Db) {
     let refusal = match db {
         Db::Postgres => "read-only transaction",
         Db::Mariadb => "READ ONLY transaction",
+        Db::Sqlserver => unreachable!(),
     };
     assert!(message(&e).contains(refusal), "{db:?}: {e}");
     db.admin(&format!("DROP TABLE {t}")).await;
     fx.stop().await;
+}
+
+/// SQL Server has no read-only session: a read-only source refuses a login
+/// that can write, and a reader login's write is refused by the server.
+async fn sqlserver_reader_cannot_write(t: &str) {
+    let db = Db::Sqlserver;
+    // The lane's administrator login can write: refused at connect.
+    let fx = db.fixture(Limits::default()).await;
+    let mut c = fx.client("alice").await;
+    let e = query(&mut c, "SELECT 1 AS x").await.unwrap_err();
+    assert!(message(&e).contains("db_datareader"), "{e}");
+    fx.stop().await;
+
+    let login = unique("gh_reader");
+    let password = format!("Rd-{}!", uuid::Uuid::new_v4().simple());
+    db.admin(&format!(
+        "CREATE LOGIN {login} WITH PASSWORD = '{password}', CHECK_POLICY = OFF; \
+         CREATE USER {login} FOR LOGIN {login}; ALTER ROLE db_datareader ADD MEMBER {login}"
+    ))
+    .await;
+    let mut source = db.source(Limits::default());
+    let s = server(&mut source);
+    (s.user, s.password_file) = (login.clone(), Some(secret_file(&password)));
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-db", vec![("db", source)])
+        .start()
+        .await;
+    let mut c = fx.client("alice").await;
+    assert_eq!(
+        rows(&query(&mut c, &format!("SELECT * FROM {t}")).await.unwrap()),
+        0
+    );
+    let e = query(&mut c, &format!("INSERT INTO {t} VALUES (1)"))
+        .await
+        .unwrap_err();
+    assert!(message(&e).contains("INSERT permission was denied"), "{e}");
+    fx.stop().await;
+    db.admin(&format!(
+        "DROP TABLE {t}; DROP USER {login}; DROP LOGIN {login}"
+    ))
+    .await;
 }
 
 /// One `#[tokio::test]` per database for each conformance check.
@@ -372,6 +472,15 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $check() {
                     super::$check(super::Db::Mariadb).await;
+                }
+            )*
+        }
+        mod sqlserver {
+            $(
+                #[tokio::test]
+                #[ignore = "opt-in lane: needs a real SQL Server in GATEHOUSE_TEST_MSSQL"]
+                async fn $check() {
+                    super::$check(super::Db::Sqlserver).await;
                 }
             )*
         }

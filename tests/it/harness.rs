@@ -122,10 +122,74 @@ pub fn mysql(limits: Limits) -> SourceConfig {
     })
 }
 
-/// The server settings of a PostgreSQL or MySQL source, to alter in a test.
+/// A real SQL Server for the opt-in lane, as an ADO.NET connection string:
+/// `server=tcp:HOST,PORT;user id=sa;password=...;database=master;TrustServerCertificate=true`.
+pub fn mssql_ado() -> String {
+    std::env::var("GATEHOUSE_TEST_MSSQL").expect(
+        "GATEHOUSE_TEST_MSSQL is not set: the SQL Server lane needs a real server (see README, Testing)",
+    )
+}
+
+/// The fields of an ADO.NET connection string, keys lower-cased.
+fn ado_fields() -> BTreeMap<String, String> {
+    mssql_ado()
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+pub fn mssql(limits: Limits) -> SourceConfig {
+    let f = ado_fields();
+    let get = |keys: &[&str]| keys.iter().find_map(|k| f.get(*k).cloned());
+    let server =
+        get(&["server", "data source", "address"]).expect("server= in GATEHOUSE_TEST_MSSQL");
+    let server = server.trim_start_matches("tcp:");
+    let (host, port) = match server.split_once(',') {
+        Some((h, p)) => (h.to_string(), Some(p.parse().expect("numeric port"))),
+        None => (server.to_string(), None),
+    };
+    let trust = get(&["trustservercertificate"]).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    SourceConfig::Sqlserver(ServerSource {
+        host,
+        port,
+        user: get(&["user id", "uid", "user"]).expect("user id= in GATEHOUSE_TEST_MSSQL"),
+        database: get(&["database", "initial catalog"]).unwrap_or_else(|| "master".into()),
+        password_env: None,
+        password_file: get(&["password", "pwd"]).map(|p| secret_file(&p)),
+        // The lane's login is usually an administrator; read-only is tested
+        // with a reader login of its own.
+        read_only: false,
+        pool_size: 8,
+        connect_timeout_secs: 5,
+        tls: DbTls {
+            mode: if trust {
+                gatehouse::config::agent::DbTlsMode::Require
+            } else {
+                gatehouse::config::agent::DbTlsMode::VerifyFull
+            },
+            ca: None,
+        },
+        limits,
+    })
+}
+
+/// A direct (admin) connection to the lane's SQL Server.
+pub async fn ms_admin() -> tiberius::Client<tokio_util::compat::Compat<tokio::net::TcpStream>> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let config = tiberius::Config::from_ado_string(&mssql_ado()).expect("a valid ADO.NET string");
+    let tcp = tokio::net::TcpStream::connect(config.get_addr())
+        .await
+        .expect("reach the SQL Server of GATEHOUSE_TEST_MSSQL");
+    tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .expect("log in to the SQL Server of GATEHOUSE_TEST_MSSQL")
+}
+
+/// The server settings of a database server source, to alter in a test.
 pub fn server(source: &mut SourceConfig) -> &mut ServerSource {
     match source {
-        SourceConfig::Postgres(s) | SourceConfig::Mysql(s) => s,
+        SourceConfig::Postgres(s) | SourceConfig::Mysql(s) | SourceConfig::Sqlserver(s) => s,
         SourceConfig::Sqlite(_) => panic!("not a database server source"),
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary: a real hub and agents over a real QUIC
 //! tunnel, real Flight SQL clients (arrow-flight here, ADBC and pyarrow in
-//! `python.rs`), and a real PostgreSQL and MariaDB started by `tests/run`.
+//! `python.rs`), and a real PostgreSQL and MariaDB started by `tests/run`;
+//! SQL Server through Microsoft's mock TDS server (`sqlserver.rs`).
 
 mod conformance;
 mod flight_sql;
@@ -8,5 +9,6 @@ mod harness;
 mod mariadb;
 mod postgres;
 mod python;
+mod sqlserver;
 mod tenants;
 mod tunnel;
