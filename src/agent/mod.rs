@@ -131,6 +131,7 @@ const MAX_QUERY_STREAMS: u32 = 512;
 
 impl Agent {
     pub fn build(config: AgentConfig) -> Result<Agent, AgentError> {
+        crate::transport::tls::install_crypto_provider();
         let mut sources = HashMap::new();
         let priority = config.realtime_first.then(Priority::new);
         for (name, sc) in &config.sources {

@@ -405,4 +405,27 @@ mod tests {
                 .contains("unknown field")
         );
     }
+
+    #[test]
+    fn tls_modes_fit_the_database() {
+        let text = |kind: &str, mode: &str| {
+            format!(
+                "[hub]\naddress='a:1'\nca='c'\ncert='c'\nkey='k'\n[sources.x]\nkind='{kind}'\nhost='h'\nuser='u'\ndatabase='d'\ntls={{ mode = '{mode}' }}\n"
+            )
+        };
+        let problems = |kind: &str, mode: &str| {
+            config::parse::<AgentConfig>(&text(kind, mode))
+                .unwrap()
+                .problems()
+                .join("\n")
+        };
+        assert!(problems("sqlserver", "verify-ca").contains("not available for SQL Server"));
+        assert!(problems("postgres", "strict").contains("is for SQL Server"));
+        assert!(problems("mysql", "strict").contains("is for SQL Server"));
+        for ok in ["strict", "verify-full", "require", "disable"] {
+            assert!(!problems("sqlserver", ok).contains("tls"), "{ok}");
+        }
+        let parsed = config::parse::<AgentConfig>(&text("sqlserver", "strict")).unwrap();
+        assert_eq!(parsed.sources["x"].kind(), "sqlserver");
+    }
 }

@@ -264,6 +264,7 @@ pub trait Connector: Send + Sync {
 
 /// Builds the connector for a configured source.
 pub fn build(config: &SourceConfig) -> Result<Arc<dyn Connector>, ConnectorError> {
+    crate::transport::tls::install_crypto_provider();
     Ok(match config {
         SourceConfig::Sqlite(c) => Arc::new(sqlite::Sqlite::new(c)),
         SourceConfig::Postgres(c) => Arc::new(postgres::Postgres::new(c)?),

@@ -56,6 +56,7 @@ pub struct Hub {
 impl Hub {
     /// Binds both listeners, so their addresses are known before `run`.
     pub async fn build(config: HubConfig) -> Result<Hub, HubError> {
+        crate::transport::tls::install_crypto_provider();
         let tls = tls::server_config(
             &config.tunnel.cert,
             &config.tunnel.key,

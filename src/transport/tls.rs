@@ -241,6 +241,15 @@ impl DevPki {
     }
 }
 
+/// Makes ring rustls' process-wide default. Both ring and aws-lc-rs are
+/// compiled in (tiberius needs the latter's module), and with two providers
+/// rustls cannot pick one itself: libraries that ask for the default (tonic's
+/// TLS, mysql_async, tiberius) would panic or differ. Idempotent; called by
+/// every entry point that builds TLS configurations.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,11 @@ async fn adbc_and_pyarrow_clients() {
     let python = std::env::var("GATEHOUSE_TEST_PYTHON").expect(
         "GATEHOUSE_TEST_PYTHON is not set: run the tests with ./tests/run, which creates the venv with the Flight SQL clients",
     );
+    // SQL Server through Microsoft's mock TDS server (see sqlserver.rs).
+    let ms = crate::sqlserver::Mock::plain().await;
+    ms.register(crate::sqlserver::USERS, crate::sqlserver::users())
+        .await;
+    ms.with_catalog().await;
     let fx = Fixture::builder()
         .tenant("acme", "alice")
         .agent(
@@ -18,6 +23,7 @@ async fn adbc_and_pyarrow_clients() {
                 ("tpch", sqlite(tpch_db())),
                 ("pg", postgres(Limits::default())),
                 ("my", mysql(Limits::default())),
+                ("ms", ms.source(false)),
             ],
         )
         .start()

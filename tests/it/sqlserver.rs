@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use gatehouse::config::agent::{DbTls, DbTlsMode, Limits, ServerSource, SourceConfig};
-use gatehouse::connectors::sqlserver::WRITE_PERMISSIONS_SQL;
+use gatehouse::connectors::sqlserver::{COLUMNS_SQL, TABLES_SQL, WRITE_PERMISSIONS_SQL};
 use gatehouse::connectors::{
     self, BatchPlan, BatchSink, Connector, ConnectorError, Output, QuerySpec,
 };
@@ -27,10 +27,12 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use crate::harness::{Fixture, code, message, one, query, secret_file};
+use crate::harness::{
+    Fixture, code, fetch, listed_schema, message, one, query, secret_file, strings,
+};
 
 /// A mock SQL Server on a free loopback port, stopped when dropped.
-struct Mock {
+pub struct Mock {
     port: u16,
     registry: Arc<Mutex<QueryRegistry>>,
     connections: Arc<Mutex<ConnectionStore>>,
@@ -47,7 +49,7 @@ impl Drop for Mock {
 }
 
 impl Mock {
-    async fn plain() -> Mock {
+    pub async fn plain() -> Mock {
         Self::start(false).await
     }
 
@@ -91,15 +93,68 @@ impl Mock {
         }
     }
 
-    async fn register(&self, sql: &str, response: QueryResponse) {
+    pub async fn register(&self, sql: &str, response: QueryResponse) {
         self.registry.lock().await.register(sql, response);
+    }
+
+    /// Answers the catalog queries: `dbo.orders` (int, decimal(18,2),
+    /// datetime2, nvarchar) and the view `dbo.v_orders`.
+    pub async fn with_catalog(&self) {
+        let text = |names: &[&str]| -> Vec<ColumnDefinition> {
+            names
+                .iter()
+                .map(|n| ColumnDefinition::new(*n, SqlDataType::NVarChar))
+                .collect()
+        };
+        let row = |values: &[&str]| {
+            Row::new(
+                values
+                    .iter()
+                    .map(|v| ColumnValue::NVarChar(v.to_string()))
+                    .collect(),
+            )
+        };
+        self.register(
+            TABLES_SQL,
+            QueryResponse::new(
+                text(&["schema", "name", "type"]),
+                vec![
+                    row(&["dbo", "orders", "TABLE"]),
+                    row(&["dbo", "v_orders", "VIEW"]),
+                ],
+            ),
+        )
+        .await;
+        let mut columns = text(&["schema", "table", "column", "type"]);
+        columns.push(ColumnDefinition::new("precision", SqlDataType::TinyInt));
+        columns.push(ColumnDefinition::new("scale", SqlDataType::TinyInt));
+        let column = |table: &str, name: &str, ty: &str, p: u8, s: u8| {
+            let mut r = row(&["dbo", table, name, ty]);
+            r.values.push(ColumnValue::TinyInt(p));
+            r.values.push(ColumnValue::TinyInt(s));
+            r
+        };
+        self.register(
+            COLUMNS_SQL,
+            QueryResponse::new(
+                columns,
+                vec![
+                    column("orders", "id", "int", 10, 0),
+                    column("orders", "amount", "decimal", 18, 2),
+                    column("orders", "placed", "datetime2", 27, 7),
+                    column("orders", "note", "nvarchar", 0, 0),
+                    column("v_orders", "id", "int", 10, 0),
+                ],
+            ),
+        )
+        .await;
     }
 
     async fn connections(&self) -> usize {
         self.connections.lock().await.count()
     }
 
-    fn source(&self, read_only: bool) -> SourceConfig {
+    pub fn source(&self, read_only: bool) -> SourceConfig {
         SourceConfig::Sqlserver(ServerSource {
             host: if self.ca.is_some() {
                 "localhost".into()
@@ -127,9 +182,9 @@ impl Mock {
 }
 
 /// Upper case: the mock matches parameterised statements by upper-cased text.
-const USERS: &str = "SELECT ID, NAME, VISITS FROM USERS_GH";
+pub const USERS: &str = "SELECT ID, NAME, VISITS FROM USERS_GH";
 
-fn users() -> QueryResponse {
+pub fn users() -> QueryResponse {
     QueryResponse::new(
         vec![
             ColumnDefinition::new("id", SqlDataType::Int),
@@ -398,4 +453,47 @@ async fn nvarchar_max_values_arrive_whole() {
     assert_eq!(b.num_rows(), 4);
     let bodies = b.column(1).as_string::<i32>();
     assert!((0..4).all(|i| bodies.value(i) == text));
+}
+
+#[tokio::test]
+async fn catalog_lists_tables_from_sys_views() {
+    let mock = Mock::plain().await;
+    mock.with_catalog().await;
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-ms", vec![("ms", mock.source(false))])
+        .start()
+        .await;
+    let mut c = fx.client("alice").await;
+    let schema = listed_schema(&mut c, "ms", "dbo", "orders").await;
+    let types: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("id", &DataType::Int32),
+            ("amount", &DataType::Decimal128(18, 2)),
+            (
+                "placed",
+                &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None)
+            ),
+            ("note", &DataType::Utf8),
+        ]
+    );
+    let info = c
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            catalog: Some("ms".into()),
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: None,
+            table_types: vec!["VIEW".into()],
+            include_schema: false,
+        })
+        .await
+        .unwrap();
+    let views = fetch(&mut c, info).await;
+    assert_eq!(strings(&views, 2), ["v_orders"]);
+    fx.stop().await;
 }

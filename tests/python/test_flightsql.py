@@ -2,8 +2,8 @@
 
 Run by the Rust integration test `python::adbc_and_pyarrow_clients`, which
 starts a hub and an agent and sets GATEHOUSE_FLIGHT_URI, GATEHOUSE_USER,
-GATEHOUSE_PASSWORD. Sources: `tpch` (SQLite, TPC-H SF 0.01), `pg` and `my`
-(MariaDB).
+GATEHOUSE_PASSWORD. Sources: `tpch` (SQLite, TPC-H SF 0.01), `pg`, `my`
+(MariaDB) and `ms` (SQL Server, played by Microsoft's mock TDS server).
 """
 import os
 
@@ -79,6 +79,17 @@ def test_adbc_mariadb_types_and_parameters():
     assert t.schema.field("big").type == pa.uint64()
 
 
+def test_adbc_sqlserver_through_the_mock_tds_server():
+    with connect(**{"x-gatehouse-source": "ms"}) as conn, conn.cursor() as cur:
+        cur.execute("SELECT ID, NAME, VISITS FROM USERS_GH")
+        t = cur.fetch_arrow_table()
+    assert t.to_pylist() == [
+        {"id": 1, "name": "Zoë ✓", "visits": 9223372036854775807},
+        {"id": -2, "name": None, "visits": None},
+    ]
+    assert t.schema.field("id").type == pa.int32()
+
+
 def test_adbc_reload_mode_with_zstd_streams_all_rows():
     with connect(**{"x-gatehouse-source": "tpch", "x-gatehouse-mode": "reload", "x-gatehouse-compression": "zstd"}) as conn, conn.cursor() as cur:
         cur.execute("SELECT * FROM lineitem")
@@ -91,7 +102,10 @@ def test_adbc_metadata():
     with connect() as conn:
         objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
         catalogs = sorted(o["catalog_name"] for o in objects)
-        assert catalogs == ["my", "pg", "tpch"]
+        assert catalogs == ["ms", "my", "pg", "tpch"]
+        ms = next(o for o in objects if o["catalog_name"] == "ms")
+        views = {t["table_name"]: t["table_type"] for s in ms["catalog_db_schemas"] for t in s["db_schema_tables"]}
+        assert views == {"orders": "TABLE", "v_orders": "VIEW"}
         tpch = next(o for o in objects if o["catalog_name"] == "tpch")
         tables = {t["table_name"] for s in tpch["catalog_db_schemas"] for t in s["db_schema_tables"]}
         assert {"lineitem", "nation", "orders"} <= tables

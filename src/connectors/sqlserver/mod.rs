@@ -38,6 +38,18 @@ type Pool = managed::Pool<Manager>;
 /// read-only source refuses a login holding any of them.
 pub const WRITE_PERMISSIONS_SQL: &str = "SELECT permission_name FROM fn_my_permissions(NULL, 'DATABASE') WHERE permission_name IN ('INSERT', 'UPDATE', 'DELETE', 'ALTER', 'CONTROL', 'EXECUTE', 'CREATE TABLE', 'CREATE PROCEDURE', 'ALTER ANY SCHEMA', 'TAKE OWNERSHIP')";
 
+/// User tables and views, for Flight SQL's catalog calls.
+pub const TABLES_SQL: &str = "SELECT s.name, o.name, CASE o.type WHEN 'V' THEN 'VIEW' ELSE 'TABLE' END \
+     FROM sys.objects o JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0 ORDER BY 1, 2";
+
+/// Their columns, with the base type of alias types.
+pub const COLUMNS_SQL: &str = "SELECT s.name, o.name, c.name, TYPE_NAME(c.system_type_id), c.precision, c.scale \
+     FROM sys.columns c JOIN sys.objects o ON o.object_id = c.object_id \
+     JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0 \
+     ORDER BY s.name, o.name, c.column_id";
+
 const DESCRIBE_SQL: &str = "EXEC sp_describe_first_result_set @tsql = @P1, @params = @P2";
 
 /// Two pools, as for the other servers: reloads never take a realtime connection.
@@ -142,9 +154,8 @@ async fn refuse_writers(conn: &mut Conn) -> Result<(), ConnectorError> {
 
 impl SqlServer {
     pub fn new(c: &ServerSource) -> Result<Self, ConnectorError> {
-        // tiberius takes rustls' process-wide provider; make it the same ring
-        // provider the rest of the agent uses (a no-op if already installed).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // tiberius takes rustls' process-wide provider: ring, as everywhere.
+        crate::transport::tls::install_crypto_provider();
         let mut config = Config::new();
         config.host(&c.host);
         config.port(c.port.unwrap_or(1433));
@@ -533,11 +544,7 @@ impl Connector for SqlServer {
     async fn list_tables(&self, include_schema: bool) -> Result<Vec<TableInfo>, ConnectorError> {
         let mut conn = self.conn(Mode::Realtime).await?;
         let rows = conn
-            .simple_query(
-                "SELECT s.name, o.name, CASE o.type WHEN 'V' THEN 'VIEW' ELSE 'TABLE' END \
-                 FROM sys.objects o JOIN sys.schemas s ON s.schema_id = o.schema_id \
-                 WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0 ORDER BY 1, 2",
-            )
+            .simple_query(TABLES_SQL)
             .await
             .map_err(ms_error)?
             .into_first_result()
@@ -556,13 +563,7 @@ impl Connector for SqlServer {
             .collect();
         if include_schema {
             let cols = conn
-                .simple_query(
-                    "SELECT s.name, o.name, c.name, TYPE_NAME(c.system_type_id), c.precision, c.scale \
-                     FROM sys.columns c JOIN sys.objects o ON o.object_id = c.object_id \
-                     JOIN sys.schemas s ON s.schema_id = o.schema_id \
-                     WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0 \
-                     ORDER BY s.name, o.name, c.column_id",
-                )
+                .simple_query(COLUMNS_SQL)
                 .await
                 .map_err(ms_error)?
                 .into_first_result()
