@@ -14,7 +14,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult, Timeouts};
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
 use futures::TryStreamExt;
 use tiberius::{AuthMethod, Client, Config, EncryptionLevel, QueryItem, ToSql};
 use tokio::net::TcpStream;
@@ -49,6 +49,9 @@ pub const COLUMNS_SQL: &str = "SELECT s.name, o.name, c.name, TYPE_NAME(c.system
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0 \
      ORDER BY s.name, o.name, c.column_id";
+
+/// A pooled connection idle this long is pinged before use.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 const DESCRIBE_SQL: &str = "EXEC sp_describe_first_result_set @tsql = @P1, @params = @P2";
 
@@ -93,9 +96,25 @@ impl managed::Manager for Manager {
         Ok(conn)
     }
 
-    async fn recycle(&self, _: &mut Conn, _: &Metrics) -> RecycleResult<ConnectorError> {
-        // Broken connections are taken out of the pool where they fail.
-        Ok(())
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<ConnectorError> {
+        // Connections that fail mid-query leave the pool there. Firewalls
+        // between agent and database drop idle ones silently, so one that
+        // sat idle is checked before it is handed out.
+        if metrics.last_used() < IDLE_CHECK {
+            return Ok(());
+        }
+        let ping = async {
+            conn.simple_query("SELECT 1")
+                .await?
+                .into_results()
+                .await
+                .map(drop)
+        };
+        match tokio::time::timeout(self.connect_timeout, ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RecycleError::Backend(ms_error(e))),
+            Err(_) => Err(RecycleError::message("no answer to a ping")),
+        }
     }
 }
 
@@ -313,13 +332,14 @@ fn param_decls(params: &[Param]) -> Option<String> {
     })
 }
 
-/// The statement's result columns as the server describes them, or `None`
-/// when it cannot tell beforehand (temporary tables, dynamic SQL).
-async fn describe_types(
+/// The statement's result columns (name and type) as the server describes
+/// them, or `None` when it cannot tell beforehand (temporary tables,
+/// dynamic SQL).
+async fn describe_columns(
     conn: &mut Conn,
     sql: &str,
     params: &[Param],
-) -> Result<Option<Vec<SqlType>>, ConnectorError> {
+) -> Result<Option<Vec<(String, SqlType)>>, ConnectorError> {
     let decls = param_decls(params);
     let rows = match conn.query(DESCRIBE_SQL, &[&sql, &decls]).await {
         Ok(stream) => stream.into_first_result().await,
@@ -341,18 +361,22 @@ async fn describe_types(
 }
 
 /// Reads `sp_describe_first_result_set` rows; `None` if they are not that.
-fn parse_description(rows: &[tiberius::Row]) -> Option<Vec<SqlType>> {
-    let mut types = Vec::with_capacity(rows.len());
+fn parse_description(rows: &[tiberius::Row]) -> Option<Vec<(String, SqlType)>> {
+    let mut columns = Vec::with_capacity(rows.len());
     for row in rows {
         if row.try_get::<bool, _>("is_hidden").ok()?.unwrap_or(false) {
             continue;
         }
-        let name: &str = row.try_get("system_type_name").ok()??;
+        let name: Option<&str> = row.try_get("name").ok()?;
+        let type_name: &str = row.try_get("system_type_name").ok()??;
         let precision: u8 = row.try_get("precision").ok()?.unwrap_or(0);
         let scale: u8 = row.try_get("scale").ok()?.unwrap_or(0);
-        types.push(from_type_name(name, precision, scale));
+        columns.push((
+            name.unwrap_or_default().to_string(),
+            from_type_name(type_name, precision, scale),
+        ));
     }
-    Some(types)
+    Some(columns)
 }
 
 /// The schema of a result: names from the result itself, types from the
@@ -395,7 +419,9 @@ async fn stream_rows(
     params: &[Param],
     sink: &BatchSink,
 ) -> Result<Ended, ConnectorError> {
-    let described = describe_types(conn, &query.sql, params).await?;
+    let described: Option<Vec<SqlType>> = describe_columns(conn, &query.sql, params)
+        .await?
+        .map(|cols| cols.into_iter().map(|(_, t)| t).collect());
     let boxed: Vec<Box<dyn ToSql>> = params.iter().map(to_sql).collect();
     let refs: Vec<&dyn ToSql> = boxed.iter().map(|b| b.as_ref()).collect();
     let mut stream = conn
@@ -524,16 +550,10 @@ impl Connector for SqlServer {
 
     async fn describe(&self, sql: &str) -> Result<Described, ConnectorError> {
         let mut conn = self.conn(Mode::Realtime).await?;
-        let types = describe_types(&mut conn, sql, &[]).await?;
-        let names = describe_names(&mut conn, sql).await?;
-        let schema = match (types, names) {
-            (Some(types), Some(names)) if types.len() == names.len() => {
-                let fields: Vec<Field> =
-                    types.iter().zip(&names).map(|(t, n)| t.field(n)).collect();
-                Some(Arc::new(Schema::new(fields)))
-            }
-            _ => None,
-        };
+        let schema = describe_columns(&mut conn, sql, &[]).await?.map(|cols| {
+            let fields: Vec<Field> = cols.iter().map(|(n, t)| t.field(n)).collect();
+            Arc::new(Schema::new(fields))
+        });
         Ok(Described {
             schema,
             // Parameters are typed by what the client binds.
@@ -593,33 +613,6 @@ impl Connector for SqlServer {
     }
 }
 
-/// Column names of the first result set, from the same description.
-async fn describe_names(conn: &mut Conn, sql: &str) -> Result<Option<Vec<String>>, ConnectorError> {
-    let none: Option<String> = None;
-    let rows = match conn.query(DESCRIBE_SQL, &[&sql, &none]).await {
-        Ok(stream) => stream.into_first_result().await.map_err(ms_error)?,
-        Err(tiberius::error::Error::Server(t)) if (11500..11600).contains(&t.code()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(ms_error(e)),
-    };
-    let mut names = Vec::new();
-    for r in &rows {
-        if r.try_get::<bool, _>("is_hidden")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-        {
-            continue;
-        }
-        let Ok(name) = r.try_get::<&str, _>("name") else {
-            return Ok(None);
-        };
-        names.push(name.unwrap_or_default().to_string());
-    }
-    Ok(Some(names))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,7 +634,7 @@ mod tests {
                 b.build()
             })
             .collect();
-        parse_description(&rows)
+        parse_description(&rows).map(|cols| cols.into_iter().map(|(_, t)| t).collect())
     }
 
     fn col(
