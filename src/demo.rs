@@ -170,6 +170,7 @@ pub fn configs(
         )]),
         drain_timeout_secs: 5,
         realtime_first: true,
+        audit: None,
     };
     Ok((hub, agent))
 }

@@ -1,6 +1,7 @@
 //! The agent: dials the hub, never listens, and answers queries against the
 //! local data sources under the administrator's own limits.
 
+pub mod audit;
 mod backoff;
 mod query;
 mod session;
@@ -42,6 +43,11 @@ pub enum AgentError {
     Protocol(#[from] crate::protocol::FrameError),
     #[error("the hub did not answer the hello within {0:?}")]
     HelloTimeout(Duration),
+    #[error("cannot open the audit file {path}: {error}")]
+    Audit {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// A configured source with its connector and concurrency permits.
@@ -83,9 +89,16 @@ impl Source {
 
 pub type Sources = Arc<HashMap<String, Arc<Source>>>;
 
+/// What every tunnel session serves with.
+#[derive(Clone)]
+pub struct Served {
+    pub sources: Sources,
+    pub audit: Option<Arc<audit::AuditLog>>,
+}
+
 pub struct Agent {
     config: AgentConfig,
-    sources: Sources,
+    served: Served,
     endpoint: quinn::Endpoint,
     /// Threads for reload queries, apart from the tunnel and realtime work.
     /// (An `Option` only so that `Drop` can shut it down without blocking.)
@@ -152,6 +165,15 @@ impl Agent {
                 }),
             );
         }
+        let audit = match &config.audit {
+            Some(a) => Some(Arc::new(audit::AuditLog::open(a).map_err(|error| {
+                AgentError::Audit {
+                    path: a.path.clone(),
+                    error,
+                }
+            })?)),
+            None => None,
+        };
         let tls = tls::client_config(&config.hub.ca, &config.hub.cert, &config.hub.key)?;
         let bind: SocketAddr = "[::]:0".parse().expect("static address");
         let endpoint =
@@ -170,7 +192,10 @@ impl Agent {
             .map_err(|e| AgentError::Transport(TransportError::Io(e)))?;
         Ok(Agent {
             config,
-            sources: Arc::new(sources),
+            served: Served {
+                sources: Arc::new(sources),
+                audit,
+            },
             endpoint,
             bulk: Some(bulk),
         })
@@ -213,7 +238,7 @@ impl Agent {
         let primary = async {
             let r = session::run(
                 conn,
-                &self.sources,
+                &self.served,
                 shutdown,
                 drain,
                 bulk,
@@ -233,7 +258,7 @@ impl Agent {
                 _ = lane_stop.cancelled() => return,
             };
             let result = match lane_conn {
-                Ok(c) => session::run(&c, &self.sources, &lane_stop, drain, bulk, true, None).await,
+                Ok(c) => session::run(&c, &self.served, &lane_stop, drain, bulk, true, None).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result

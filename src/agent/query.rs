@@ -1,10 +1,12 @@
 //! Serving one query stream: policy checks, the connector, and the frames back.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::audit::{Audit, Outcome};
 use super::{Source, Sources};
 use crate::connectors::priority::REALTIME_WINDOW;
 use crate::connectors::{BatchPlan, BatchSink, ConnectorError, Output, QuerySpec};
@@ -67,6 +69,7 @@ pub async fn serve(
     send: SendHalf,
     recv: RecvHalf,
     sources: &Sources,
+    audit: &Audit,
     cancel: CancellationToken,
     bulk: &tokio::runtime::Handle,
 ) {
@@ -99,7 +102,7 @@ pub async fn serve(
         }
     };
     let reload = is_reload(&request);
-    let work = respond(request, writer, sources.clone(), cancel);
+    let work = respond(request, writer, sources.clone(), audit.clone(), cancel);
     if reload {
         if let Err(e) = bulk.spawn(work).await {
             warn!(error = %e, "reload task failed");
@@ -113,10 +116,25 @@ fn is_reload(request: &pb::Request) -> bool {
     matches!(&request.kind, Some(pb::request::Kind::Query(q)) if q.mode == pb::Mode::Reload as i32)
 }
 
+/// Rows and bytes sent so far, for the audit record whatever the outcome.
+#[derive(Default)]
+struct Progress {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    fn add(&self, rows: u64, bytes: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 async fn respond(
     request: pb::Request,
     mut writer: FrameWriter<SendHalf>,
     sources: Sources,
+    audit: Audit,
     cancel: CancellationToken,
 ) {
     let sources = &sources;
@@ -131,15 +149,26 @@ async fn respond(
         cancelled_by_hub.cancel();
         std::future::pending::<()>().await
     };
+    let progress = Progress::default();
     let outcome = tokio::select! {
-        r = handle(&request, sources, &mut writer, &cancel) => r,
+        r = handle(&request, sources, &mut writer, &cancel, &progress) => r,
         _ = watch => unreachable!("the watcher never completes"),
     };
+    audit.record(
+        &request,
+        &Outcome {
+            rows: progress.rows.load(Ordering::Relaxed),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
+            error: outcome.as_ref().err().map(|f| (f.code, f.message.as_str())),
+        },
+    );
     let query_id = &request.query_id;
     let source = &request.source;
     let user = &request.user;
     match outcome {
-        Ok(rows) => {
+        Ok(()) => {
+            let rows = progress.rows.load(Ordering::Relaxed);
             info!(%query_id, %source, %user, rows, elapsed_us = started.elapsed().as_micros() as u64, "query done");
             writer.get_mut().finish();
         }
@@ -178,7 +207,8 @@ async fn handle(
     sources: &Sources,
     writer: &mut FrameWriter<SendHalf>,
     cancel: &CancellationToken,
-) -> Result<u64, Failure> {
+    progress: &Progress,
+) -> Result<(), Failure> {
     let src = source(sources, &request.source)?;
     // Everything but a reload is on a chart's path: reloads step aside, for
     // the query's first moments only, so a big export sent as "realtime"
@@ -189,7 +219,7 @@ async fn handle(
         .as_ref()
         .filter(|_| !reload)
         .map(|p| p.realtime());
-    let op = operate(request, src, writer, cancel);
+    let op = operate(request, src, writer, cancel, progress);
     tokio::pin!(op);
     if guard.is_some() {
         tokio::select! {
@@ -205,9 +235,12 @@ async fn operate(
     src: &Source,
     writer: &mut FrameWriter<SendHalf>,
     cancel: &CancellationToken,
-) -> Result<u64, Failure> {
+    progress: &Progress,
+) -> Result<(), Failure> {
     match &request.kind {
-        Some(pb::request::Kind::Query(q)) => run_query(request, q, src, writer, cancel).await,
+        Some(pb::request::Kind::Query(q)) => {
+            run_query(request, q, src, writer, cancel, progress).await
+        }
         Some(pb::request::Kind::Describe(d)) => {
             let described = src.connector.describe(&d.sql).await?;
             let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
@@ -224,14 +257,15 @@ async fn operate(
                 })),
             };
             writer.send(&frame).await?;
-            Ok(0)
+            Ok(())
         }
         Some(pb::request::Kind::ListTables(l)) => {
             let tables = src.connector.list_tables(l.include_schema).await?;
             let batch = catalog::to_batch(&tables).map_err(ConnectorError::from)?;
             let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
             send_schema(writer, &mut enc, &batch.schema()).await?;
-            send_batch(writer, &mut enc, &batch).await?;
+            let bytes = send_batch(writer, &mut enc, &batch).await?;
+            progress.add(batch.num_rows() as u64, bytes);
             send_end(
                 writer,
                 batch.num_rows() as u64,
@@ -240,7 +274,7 @@ async fn operate(
                 Duration::ZERO,
             )
             .await?;
-            Ok(batch.num_rows() as u64)
+            Ok(())
         }
         None => Err(Failure::new(
             pb::ErrorCode::InvalidRequest,
@@ -328,7 +362,8 @@ async fn run_query(
     src: &Source,
     writer: &mut FrameWriter<SendHalf>,
     cancel: &CancellationToken,
-) -> Result<u64, Failure> {
+    progress: &Progress,
+) -> Result<(), Failure> {
     let started = Instant::now();
     let mode = match pb::Mode::try_from(q.mode).unwrap_or(pb::Mode::Unspecified) {
         pb::Mode::Unspecified => pb::Mode::Realtime,
@@ -413,7 +448,7 @@ async fn run_query(
     };
     let consumer = async {
         let mut enc = IpcEncoder::new(compression).map_err(ConnectorError::from)?;
-        let (mut rows, mut bytes, mut first) = (0u64, 0u64, None);
+        let (mut rows, mut bytes, mut data, mut first) = (0u64, 0u64, 0u64, None);
         let mut schema_sent = false;
         while let Some(out) = rx.recv().await {
             match out {
@@ -438,7 +473,19 @@ async fn run_query(
                             ),
                         ));
                     }
-                    bytes += send_batch(writer, &mut enc, &b).await?;
+                    data += crate::connectors::batch_bytes(&b) as u64;
+                    if limits.max_bytes > 0 && data > limits.max_bytes {
+                        return Err(Failure::new(
+                            pb::ErrorCode::LimitExceeded,
+                            format!(
+                                "the result exceeds the {} bytes source {:?} allows; select fewer columns or rows, or ask the agent's administrator to raise limits.max_bytes",
+                                limits.max_bytes, src.name
+                            ),
+                        ));
+                    }
+                    let sent = send_batch(writer, &mut enc, &b).await?;
+                    bytes += sent;
+                    progress.add(b.num_rows() as u64, sent);
                     first.get_or_insert_with(|| started.elapsed());
                 }
             }
@@ -491,5 +538,5 @@ async fn run_query(
     };
     let (rows, bytes, first) = outcome?;
     send_end(writer, rows, bytes, first, started.elapsed()).await?;
-    Ok(rows)
+    Ok(())
 }

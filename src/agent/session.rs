@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use super::{AgentError, Sources, query};
+use super::audit::Audit;
+use super::{AgentError, Served, Sources, query};
 use crate::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
 use crate::transport::{CODE_SHUTDOWN, Connection, PRIORITY_CONTROL};
 
@@ -46,7 +47,7 @@ fn hello(sources: &Sources, lane: bool) -> pb::AgentControl {
 /// queries have drained (`Ok`).
 pub async fn run(
     conn: &Connection,
-    sources: &Sources,
+    served: &Served,
     shutdown: &CancellationToken,
     drain: Duration,
     bulk: &tokio::runtime::Handle,
@@ -57,7 +58,7 @@ pub async fn run(
     send.set_priority(PRIORITY_CONTROL);
     let mut writer = FrameWriter::new(send);
     let mut reader = FrameReader::new(recv, 0);
-    writer.send(&hello(sources, lane)).await?;
+    writer.send(&hello(&served.sources, lane)).await?;
     let ack: pb::HubControl = tokio::time::timeout(HELLO_TIMEOUT, reader.expect("hello ack"))
         .await
         .map_err(|_| AgentError::HelloTimeout(HELLO_TIMEOUT))??;
@@ -67,7 +68,8 @@ pub async fn run(
         _ => return Err(AgentError::Refused("unexpected answer to hello".into())),
     };
     let span = tracing::info_span!("tunnel", agent = %ack.agent_id, tenant = %ack.tenant);
-    info!(parent: &span, hub = %conn.remote_address(), sources = sources.len(), lane, "connected to the hub");
+    let audit = Audit::new(served.audit.clone(), &ack.agent_id, &ack.tenant);
+    info!(parent: &span, hub = %conn.remote_address(), sources = served.sources.len(), lane, "connected to the hub");
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
@@ -102,11 +104,11 @@ pub async fn run(
         tokio::select! {
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    let (sources, active, cancel, bulk) = (sources.clone(), active.clone(), queries.child_token(), bulk.clone());
+                    let (sources, audit, active, cancel, bulk) = (served.sources.clone(), audit.clone(), active.clone(), queries.child_token(), bulk.clone());
                     tracker.spawn(
                         async move {
                             active.fetch_add(1, Ordering::Relaxed);
-                            query::serve(send, recv, &sources, cancel, &bulk).await;
+                            query::serve(send, recv, &sources, &audit, cancel, &bulk).await;
                             active.fetch_sub(1, Ordering::Relaxed);
                         }
                         .instrument(span.clone()),

@@ -25,6 +25,27 @@ pub struct AgentConfig {
     /// at the OS's idle priority (default). Off: reloads run flat out.
     #[serde(default = "yes")]
     pub realtime_first: bool,
+    /// The agent's own record of every request it served (JSON lines).
+    pub audit: Option<AuditConfig>,
+}
+
+/// Where the agent writes its audit trail, and how much of the SQL it keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file the agent appends one JSON object per request to.
+    pub path: PathBuf,
+    /// `text` (default) records each statement; `hash` only its SHA-256.
+    #[serde(default)]
+    pub sql: AuditSql,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSql {
+    #[default]
+    Text,
+    Hash,
 }
 
 fn default_drain_secs() -> u64 {
@@ -130,8 +151,11 @@ pub struct ServerSource {
     pub database: String,
     /// Name of an environment variable holding the password.
     pub password_env: Option<String>,
-    /// File holding the password (e.g. a systemd credential); trailing newline ignored.
+    /// File holding the password; trailing newline ignored.
     pub password_file: Option<PathBuf>,
+    /// Name of a systemd credential holding the password (`LoadCredential=` or
+    /// `LoadCredentialEncrypted=` in the unit): read from `$CREDENTIALS_DIRECTORY`.
+    pub password_credential: Option<String>,
     /// Sessions are read-only (default): PostgreSQL's
     /// `default_transaction_read_only = on`, MySQL's `SET SESSION TRANSACTION READ ONLY`;
     /// SQL Server has no read-only session, so its login must not hold write
@@ -171,8 +195,30 @@ impl ServerSource {
                 .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
                 .map_err(|e| format!("password_file {}: {e}", file.display()));
         }
+        if let Some(name) = &self.password_credential {
+            return credential(std::env::var_os("CREDENTIALS_DIRECTORY"), name).map(Some);
+        }
         Ok(None)
     }
+}
+
+/// A systemd credential: the file `name` in `$CREDENTIALS_DIRECTORY` (`dir`).
+fn credential(dir: Option<std::ffi::OsString>, name: &str) -> Result<String, String> {
+    let Some(dir) = dir else {
+        return Err(format!(
+            "password_credential {name:?}: $CREDENTIALS_DIRECTORY is not set; run the agent \
+             under systemd with LoadCredential={name}:/path/to/secret in its unit"
+        ));
+    };
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!(
+            "password_credential {name:?} must be a plain credential name"
+        ));
+    }
+    let file = Path::new(&dir).join(name);
+    std::fs::read_to_string(&file)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| format!("password_credential {name:?} ({}): {e}", file.display()))
 }
 
 /// TLS from the agent to a database server.
@@ -227,6 +273,8 @@ pub struct Limits {
     pub modes: Vec<ModeName>,
     /// Most rows one query may return; 0 = no limit.
     pub max_rows: u64,
+    /// Most bytes of Arrow data (uncompressed) one query may return; 0 = no limit.
+    pub max_bytes: u64,
     /// Longest a query may run, in seconds.
     pub max_duration_secs: u64,
     /// Realtime queries running at once; more wait for a permit.
@@ -242,6 +290,7 @@ impl Default for Limits {
         Limits {
             modes: vec![ModeName::Realtime, ModeName::Reload],
             max_rows: 0,
+            max_bytes: 0,
             max_duration_secs: 3600,
             realtime_concurrency: 32,
             reload_concurrency: 2,
@@ -255,6 +304,9 @@ impl Validate for AgentConfig {
         resolve(base, &mut self.hub.ca);
         resolve(base, &mut self.hub.cert);
         resolve(base, &mut self.hub.key);
+        if let Some(a) = &mut self.audit {
+            resolve(base, &mut a.path);
+        }
         for s in self.sources.values_mut() {
             match s {
                 SourceConfig::Sqlite(s) => resolve(base, &mut s.path),
@@ -281,6 +333,15 @@ impl Validate for AgentConfig {
         check_file(&mut p, "hub.ca", &self.hub.ca);
         check_file(&mut p, "hub.cert", &self.hub.cert);
         check_file(&mut p, "hub.key", &self.hub.key);
+        if let Some(a) = &self.audit {
+            match a.path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => p.push(format!(
+                    "audit.path: the directory {} does not exist",
+                    dir.display()
+                )),
+                _ => {}
+            }
+        }
         if self.sources.is_empty() {
             p.push("no [sources.NAME] configured: the agent would have nothing to serve".into());
         }
@@ -333,8 +394,15 @@ impl Validate for AgentConfig {
 
 /// Checks shared by the database-server sources.
 fn check_server(p: &mut Vec<String>, at: &str, s: &ServerSource) {
-    if s.password_env.is_some() && s.password_file.is_some() {
-        p.push(format!("{at}: set password_env or password_file, not both"));
+    let ways = [
+        s.password_env.is_some(),
+        s.password_file.is_some(),
+        s.password_credential.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 {
+        p.push(format!(
+            "{at}: set one of password_env, password_file and password_credential, not several"
+        ));
     }
     if let Err(e) = s.password() {
         p.push(format!("{at}: {e}"));
@@ -384,7 +452,7 @@ mod tests {
             "hub.key",
             "names may use",
             "modes is empty",
-            "not both",
+            "not several",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(needle)),
@@ -427,5 +495,28 @@ mod tests {
         }
         let parsed = config::parse::<AgentConfig>(&text("sqlserver", "strict")).unwrap();
         assert_eq!(parsed.sources["x"].kind(), "sqlserver");
+    }
+
+    #[test]
+    fn passwords_come_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sales"), "s3cret\n").unwrap();
+        let d = Some(dir.path().as_os_str().to_owned());
+        assert_eq!(credential(d.clone(), "sales").unwrap(), "s3cret");
+        assert!(
+            credential(d.clone(), "missing")
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert!(
+            credential(d.clone(), "../etc/passwd")
+                .unwrap_err()
+                .contains("plain")
+        );
+        assert!(
+            credential(None, "sales")
+                .unwrap_err()
+                .contains("LoadCredential=sales")
+        );
     }
 }

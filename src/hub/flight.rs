@@ -180,6 +180,7 @@ impl HubFlight {
             kind: Some(kind),
             user: p.user.clone(),
             deadline_ms: 0,
+            groups: Vec::new(),
         }
     }
 

@@ -80,6 +80,7 @@ pub fn postgres(limits: Limits) -> SourceConfig {
         database: pg_field("dbname"),
         password_env: None,
         password_file: password.as_deref().map(secret_file),
+        password_credential: None,
         read_only: true,
         pool_size: 8,
         connect_timeout_secs: 5,
@@ -114,6 +115,7 @@ pub fn mysql(limits: Limits) -> SourceConfig {
         database: opts.db_name().unwrap_or("test").to_string(),
         password_env: None,
         password_file: opts.pass().map(secret_file),
+        password_credential: None,
         read_only: true,
         pool_size: 8,
         connect_timeout_secs: 5,
@@ -157,6 +159,7 @@ pub fn mssql(limits: Limits) -> SourceConfig {
         database: get(&["database", "initial catalog"]).unwrap_or_else(|| "master".into()),
         password_env: None,
         password_file: get(&["password", "pwd"]).map(|p| secret_file(&p)),
+        password_credential: None,
         // The lane's login is usually an administrator; read-only is tested
         // with a reader login of its own.
         read_only: false,
@@ -226,6 +229,7 @@ pub struct Builder {
     tenants: BTreeMap<String, Tenant>,
     agents: Vec<AgentSpec>,
     flight_tls: bool,
+    audit: Option<gatehouse::config::agent::AuditConfig>,
 }
 
 impl Builder {
@@ -262,6 +266,12 @@ impl Builder {
                 .map(|(n, s)| (n.to_string(), s))
                 .collect(),
         });
+        self
+    }
+
+    /// Agents write their audit trail as `audit` says.
+    pub fn agent_audit(mut self, audit: gatehouse::config::agent::AuditConfig) -> Self {
+        self.audit = Some(audit);
         self
     }
 
@@ -304,6 +314,7 @@ impl Builder {
             hub: None,
             agents: Vec::new(),
             registry: None,
+            audit: self.audit,
             _dir: dir,
         };
         fx.start_hub(None).await;
@@ -339,6 +350,7 @@ pub struct Fixture {
     pub hub: Option<Running>,
     pub agents: Vec<Running>,
     registry: Option<std::sync::Arc<Registry>>,
+    audit: Option<gatehouse::config::agent::AuditConfig>,
     _dir: tempfile::TempDir,
 }
 
@@ -377,6 +389,7 @@ impl Fixture {
             sources,
             drain_timeout_secs: 5,
             realtime_first: true,
+            audit: self.audit.clone(),
         }
     }
 

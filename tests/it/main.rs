@@ -7,6 +7,7 @@ mod conformance;
 mod flight_sql;
 mod harness;
 mod mariadb;
+mod policy;
 mod postgres;
 mod python;
 mod sqlserver;

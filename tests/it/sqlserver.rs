@@ -166,6 +166,7 @@ impl Mock {
             database: "master".into(),
             password_env: None,
             password_file: Some(secret_file("mock password")),
+            password_credential: None,
             read_only,
             pool_size: 1,
             connect_timeout_secs: 5,

@@ -198,6 +198,7 @@ async fn agent_survives_a_hostile_hub() {
             ..Default::default()
         })),
         user: "u".into(),
+        groups: vec![],
         deadline_ms: 0,
     };
     let mut unknown = query("SELECT 1", Bytes::new());
