@@ -129,6 +129,7 @@ pub fn configs(
             crate::auth::hash_password(DEMO_PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
         password_env: None,
+        roles: Vec::new(),
     };
     let hub = HubConfig {
         flight: FlightListener {
@@ -149,6 +150,7 @@ pub fn configs(
                 agents: vec![DEMO_AGENT.into()],
                 default_source: Some(DEMO_SOURCE.into()),
                 users: BTreeMap::from([(DEMO_USER.to_string(), user)]),
+                ..Tenant::default()
             },
         )]),
     };

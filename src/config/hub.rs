@@ -47,7 +47,7 @@ pub struct TunnelListener {
     pub client_ca: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// Agent ids (certificate common names) that belong to this tenant.
@@ -58,15 +58,86 @@ pub struct Tenant {
     /// Users allowed to log in with Flight SQL Basic authentication.
     #[serde(default)]
     pub users: BTreeMap<String, User>,
+    /// The identity provider whose JWT bearer tokens admit this tenant's users.
+    pub identity: Option<Identity>,
+    /// Group (from the token) -> the roles its members get.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Role -> what it may use. A tenant without grants lets every user use
+    /// every source in every mode (simple set-ups); with grants, a caller may
+    /// use only what one of their roles is granted.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
 }
 
+/// A platform identity provider (OpenID Connect style JWTs).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The `iss` tokens carry, exactly.
+    pub issuer: String,
+    /// Accepted `aud` values (one of them must be in the token).
+    pub audience: Vec<String>,
+    /// Signing keys: a JWKS URL (https, or http on loopback), re-read when a
+    /// token names an unknown key, so the provider can rotate keys ...
+    pub jwks_url: Option<String>,
+    /// ... or a JWKS file, re-read the same way ...
+    pub jwks_file: Option<PathBuf>,
+    /// ... or an HS256 shared secret in this environment variable ...
+    pub hs256_secret_env: Option<String>,
+    /// ... or in this file (e.g. a systemd credential).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// A claim that must hold `tenant_value`: required when several tenants
+    /// trust the same issuer (one platform identity provider for all tenants).
+    pub tenant_claim: Option<String>,
+    pub tenant_value: Option<String>,
+    /// The claim naming the user (default `sub`).
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The claim listing the user's groups (default `groups`).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Clock leeway for `exp` and `nbf`, in seconds (default 60).
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_leeway() -> u64 {
+    60
+}
+
+/// What a role may use: sources by name (`*` for all) and modes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub sources: Vec<String>,
+    #[serde(default = "all_modes")]
+    pub modes: Vec<super::agent::ModeName>,
+}
+
+fn all_modes() -> Vec<super::agent::ModeName> {
+    vec![
+        super::agent::ModeName::Realtime,
+        super::agent::ModeName::Reload,
+    ]
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Argon2 PHC string (`gatehouse hub hash-password`).
     pub password_hash: Option<String>,
     /// Or: name of an environment variable holding the password.
     pub password_env: Option<String>,
+    /// The roles this user has (see the tenant's `grants`).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl HubConfig {
@@ -76,6 +147,66 @@ impl HubConfig {
             .iter()
             .flat_map(|(t, cfg)| cfg.agents.iter().map(move |a| (a.clone(), t.clone())))
             .collect()
+    }
+}
+
+fn check_roles(p: &mut Vec<String>, at: &str, roles: &[String], t: &Tenant) {
+    for r in roles {
+        if !t.grants.contains_key(r) {
+            p.push(format!(
+                "{at}: role {r:?} has no [grants.{r}] in this tenant"
+            ));
+        }
+    }
+}
+
+fn check_identity(p: &mut Vec<String>, tname: &str, i: &Identity) {
+    let at = format!("tenants.{tname}.identity");
+    let keys = [
+        i.jwks_url.is_some(),
+        i.jwks_file.is_some(),
+        i.hs256_secret_env.is_some(),
+        i.hs256_secret_file.is_some(),
+    ];
+    if keys.iter().filter(|k| **k).count() != 1 {
+        p.push(format!(
+            "{at}: set exactly one of jwks_url, jwks_file, hs256_secret_env and hs256_secret_file"
+        ));
+    }
+    if let Some(f) = &i.hs256_secret_file {
+        match std::fs::read(f) {
+            Ok(s) if s.trim_ascii().len() >= 32 => {}
+            Ok(_) => p.push(format!(
+                "{at}: the HS256 secret in {} is shorter than 32 bytes",
+                f.display()
+            )),
+            Err(e) => p.push(format!("{at}.hs256_secret_file {}: {e}", f.display())),
+        }
+    }
+    if let Some(url) = &i.jwks_url
+        && !crate::auth::jwt::acceptable_jwks_url(url)
+    {
+        p.push(format!(
+            "{at}.jwks_url {url:?} must be https (plain http only on localhost)"
+        ));
+    }
+    if let Some(f) = &i.jwks_file {
+        check_file(p, &format!("{at}.jwks_file"), f);
+    }
+    if let Some(var) = &i.hs256_secret_env {
+        match std::env::var(var) {
+            Ok(s) if s.len() >= 32 => {}
+            Ok(_) => p.push(format!(
+                "{at}: the HS256 secret in {var} is shorter than 32 bytes"
+            )),
+            Err(_) => p.push(format!("{at}: environment variable {var} is not set")),
+        }
+    }
+    if i.audience.is_empty() {
+        p.push(format!("{at}.audience: list at least one audience"));
+    }
+    if i.tenant_claim.is_some() != i.tenant_value.is_some() {
+        p.push(format!("{at}: set tenant_claim and tenant_value together"));
     }
 }
 
@@ -89,6 +220,16 @@ impl Validate for HubConfig {
         }
         if let Some(p) = &mut self.flight.tls_key {
             resolve(base, p);
+        }
+        for t in self.tenants.values_mut() {
+            if let Some(i) = t.identity.as_mut() {
+                for f in [i.jwks_file.as_mut(), i.hs256_secret_file.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    resolve(base, f);
+                }
+            }
         }
     }
 
@@ -138,6 +279,50 @@ impl Validate for HubConfig {
                     }
                     _ => p.push(format!("tenants.{tname}.users.{uname}: set exactly one of password_hash or password_env")),
                 }
+                check_roles(
+                    &mut p,
+                    &format!("tenants.{tname}.users.{uname}.roles"),
+                    &u.roles,
+                    t,
+                );
+            }
+            for (group, roles) in &t.roles {
+                check_roles(&mut p, &format!("tenants.{tname}.roles.{group}"), roles, t);
+            }
+            for (role, g) in &t.grants {
+                if g.sources.is_empty() || g.modes.is_empty() {
+                    p.push(format!(
+                        "tenants.{tname}.grants.{role}: grant at least one source and one mode"
+                    ));
+                }
+            }
+            if let Some(i) = &t.identity {
+                check_identity(&mut p, tname, i);
+            }
+        }
+        // Tenants trusting one issuer must be told apart by a claim.
+        let mut by_issuer: HashMap<&str, Vec<(&str, Option<&str>)>> = HashMap::new();
+        for (tname, t) in &self.tenants {
+            if let Some(i) = &t.identity {
+                by_issuer
+                    .entry(i.issuer.as_str())
+                    .or_default()
+                    .push((tname, i.tenant_value.as_deref()));
+            }
+        }
+        for (issuer, tenants) in by_issuer {
+            if tenants.len() < 2 {
+                continue;
+            }
+            let mut values: Vec<Option<&str>> = tenants.iter().map(|(_, v)| *v).collect();
+            values.sort();
+            values.dedup();
+            if values.len() != tenants.len() || values.contains(&None) {
+                let names: Vec<&str> = tenants.iter().map(|(t, _)| *t).collect();
+                p.push(format!(
+                    "tenants {} all trust issuer {issuer:?}: give each a distinct identity.tenant_claim / tenant_value so a token admits one tenant only",
+                    names.join(", ")
+                ));
             }
         }
         p

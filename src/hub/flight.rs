@@ -35,7 +35,8 @@ use tracing::info;
 use super::parked::Parked;
 use super::query;
 use super::registry::Registry;
-use crate::auth::{Principal, Sessions, Users};
+use crate::auth::jwt::Verifier;
+use crate::auth::{Principal, Sessions, Users, mode_name};
 use crate::protocol::{ipc, pb};
 
 pub const HEADER_SOURCE: &str = "x-gatehouse-source";
@@ -51,6 +52,7 @@ pub struct HubFlight {
     pub registry: Arc<Registry>,
     pub users: Users,
     pub sessions: Sessions,
+    pub jwt: Verifier,
     pub parked: Arc<Parked>,
     /// Default source per tenant, from the hub's configuration.
     pub default_sources: std::collections::HashMap<String, String>,
@@ -62,6 +64,7 @@ impl HubFlight {
         registry: Arc<Registry>,
         users: Users,
         sessions: Sessions,
+        jwt: Verifier,
         parked: Arc<Parked>,
         default_sources: std::collections::HashMap<String, String>,
     ) -> Self {
@@ -87,24 +90,59 @@ impl HubFlight {
             registry,
             users,
             sessions,
+            jwt,
             parked,
             default_sources,
             sql_info,
         }
     }
 
-    fn principal(&self, md: &MetadataMap) -> Result<Principal, Status> {
+    /// The caller: a bearer token from the Handshake, or a JWT from the
+    /// tenant's identity provider.
+    async fn principal(&self, md: &MetadataMap) -> Result<Principal, Status> {
         let auth = md
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("no credentials: log in with the Handshake (Basic) and send the bearer token it returns"))?;
+            .ok_or_else(|| Status::unauthenticated("no credentials: send 'authorization: Bearer <JWT>' from your identity provider, or log in with the Handshake (Basic) and send the bearer token it returns"))?;
         let token = auth
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("expected an 'authorization: Bearer <token>' header; get a token with the Handshake"))?;
-        self.sessions.check(token.trim()).ok_or_else(|| {
-            Status::unauthenticated("the bearer token is unknown or expired; log in again")
-        })
+            .ok_or_else(|| {
+                Status::unauthenticated("expected an 'authorization: Bearer <token>' header")
+            })?
+            .trim();
+        if let Some(p) = self.sessions.check(token) {
+            return Ok(p);
+        }
+        if Verifier::looks_like_jwt(token) && !self.jwt.is_empty() {
+            return self.jwt.verify(token).await.map_err(|e| {
+                info!(error = %e, "JWT refused");
+                Status::unauthenticated(e.to_string())
+            });
+        }
+        Err(Status::unauthenticated(
+            "the bearer token is unknown or expired; log in again",
+        ))
+    }
+
+    /// Refuses a source or mode the caller's roles do not grant.
+    fn authorize(p: &Principal, source: &str, mode: Option<pb::Mode>) -> Result<(), Status> {
+        let allowed = match mode {
+            Some(m) => p.access.allows(source, m),
+            None => p.access.sees(source),
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(Status::permission_denied(match mode {
+            Some(m) => format!(
+                "your roles do not allow {} queries on source {source:?}; ask your tenant's administrator for a grant",
+                mode_name(m)
+            ),
+            None => format!(
+                "your roles do not allow source {source:?}; ask your tenant's administrator for a grant"
+            ),
+        }))
     }
 
     /// The source a request addresses, within the caller's tenant.
@@ -180,11 +218,13 @@ impl HubFlight {
             kind: Some(kind),
             user: p.user.clone(),
             deadline_ms: 0,
-            groups: Vec::new(),
+            groups: p.groups.clone(),
         }
     }
 
     async fn run(&self, p: &Principal, st: &pb::Statement) -> Result<query::Running, Status> {
+        let mode = pb::Mode::try_from(st.mode).unwrap_or(pb::Mode::Realtime);
+        Self::authorize(p, &st.source, Some(mode))?;
         let agent = self
             .registry
             .route(&p.tenant, &st.source)
@@ -269,7 +309,7 @@ impl HubFlight {
     ) -> Result<Vec<(String, crate::protocol::catalog::TableInfo)>, Status> {
         let mut out = Vec::new();
         for (source, _) in self.registry.sources(&p.tenant) {
-            if catalog.is_some_and(|c| c != source) {
+            if catalog.is_some_and(|c| c != source) || !p.access.sees(&source) {
                 continue;
             }
             let agent = self
@@ -355,7 +395,7 @@ impl FlightSqlService for HubFlight {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let st = self.statement(&p, request.metadata(), query.query)?;
         self.flight_info(&p, st, request.into_inner()).await
     }
@@ -365,7 +405,7 @@ impl FlightSqlService for HubFlight {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let st = decode_handle(&cmd.prepared_statement_handle)?;
         self.flight_info(&p, st, request.into_inner()).await
     }
@@ -375,7 +415,7 @@ impl FlightSqlService for HubFlight {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let handle = pb::TicketHandle::decode(ticket.statement_handle.as_ref())
             .map_err(|_| Status::invalid_argument("not a ticket of this hub"))?;
         let running = match self.parked.take(&p.tenant, &handle.pending_id) {
@@ -395,8 +435,9 @@ impl FlightSqlService for HubFlight {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let st = self.statement(&p, request.metadata(), query.query)?;
+        Self::authorize(&p, &st.source, None)?;
         let agent = self
             .registry
             .route(&p.tenant, &st.source)
@@ -428,7 +469,7 @@ impl FlightSqlService for HubFlight {
         cmd: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let mut st = decode_handle(&cmd.prepared_statement_handle)?;
         let stream = request
             .into_inner()
@@ -467,7 +508,7 @@ impl FlightSqlService for HubFlight {
         request: Request<Action>,
     ) -> Result<(), Status> {
         // Handles are self-contained: nothing to free.
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         Ok(())
     }
 
@@ -476,7 +517,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         Self::command_info(query, &self.sql_info.schema(), request.into_inner())
     }
 
@@ -485,7 +526,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let batch = query
             .into_builder(&self.sql_info)
             .build()
@@ -498,7 +539,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let schema = query.into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
@@ -508,10 +549,12 @@ impl FlightSqlService for HubFlight {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let mut b = query.into_builder();
         for (source, _) in self.registry.sources(&p.tenant) {
-            b.append(source);
+            if p.access.sees(&source) {
+                b.append(source);
+            }
         }
         Ok(Self::batch_stream(
             b.build().map_err(|e| Status::internal(e.to_string()))?,
@@ -523,7 +566,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
@@ -533,7 +576,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let tables = self.tables(&p, query.catalog.as_deref(), false).await?;
         let mut pairs: Vec<(String, String)> = tables
             .into_iter()
@@ -555,7 +598,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let schema = query.clone().into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
@@ -565,7 +608,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let p = self.principal(request.metadata())?;
+        let p = self.principal(request.metadata()).await?;
         let include = query.include_schema;
         let tables = self.tables(&p, query.catalog.as_deref(), include).await?;
         let mut b = query.into_builder();
@@ -591,7 +634,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let schema = query.into_builder().schema();
         Self::command_info(query, &schema, request.into_inner())
     }
@@ -601,7 +644,7 @@ impl FlightSqlService for HubFlight {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        self.principal(request.metadata())?;
+        self.principal(request.metadata()).await?;
         let mut b = query.into_builder();
         for t in ["TABLE", "VIEW"] {
             b.append(t);

@@ -39,6 +39,8 @@ pub enum HubError {
     },
     #[error("Flight SQL server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("identity providers: {0}")]
+    Identity(#[from] crate::auth::jwt::JwtError),
 }
 
 /// Concurrent streams an agent may open towards the hub (control only).
@@ -51,6 +53,7 @@ pub struct Hub {
     endpoint: quinn::Endpoint,
     flight_listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
+    jwt: crate::auth::jwt::Verifier,
 }
 
 impl Hub {
@@ -69,6 +72,7 @@ impl Hub {
                     error,
                 }
             })?;
+        let jwt = crate::auth::jwt::Verifier::from_config(&config)?;
         let flight_listener = tokio::net::TcpListener::bind(config.flight.listen)
             .await
             .map_err(|error| HubError::Flight {
@@ -80,6 +84,7 @@ impl Hub {
             endpoint,
             flight_listener,
             registry: Arc::new(Registry::default()),
+            jwt,
         })
     }
 
@@ -95,8 +100,9 @@ impl Hub {
         self.registry.clone()
     }
 
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), HubError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), HubError> {
         let tracker = TaskTracker::new();
+        let jwt = std::mem::replace(&mut self.jwt, crate::auth::jwt::Verifier::none());
         let parked = Arc::new(parked::Parked::default());
         let defaults = self
             .config
@@ -108,6 +114,7 @@ impl Hub {
             self.registry.clone(),
             Users::from_config(&self.config),
             Sessions::new(Duration::from_secs(self.config.flight.token_ttl_secs)),
+            jwt,
             parked.clone(),
             defaults,
         );

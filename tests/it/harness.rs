@@ -245,11 +245,18 @@ impl Builder {
                     user.to_string(),
                     User {
                         password_hash: Some(hash),
-                        password_env: None,
+                        ..User::default()
                     },
                 )]),
+                ..Tenant::default()
             },
         );
+        self
+    }
+
+    /// Changes a tenant's settings (identity provider, roles, grants, users).
+    pub fn configure(mut self, name: &str, change: impl FnOnce(&mut Tenant)) -> Self {
+        change(self.tenants.get_mut(name).expect("tenant first"));
         self
     }
 

@@ -6,6 +6,7 @@
 mod conformance;
 mod flight_sql;
 mod harness;
+mod jwt;
 mod mariadb;
 mod policy;
 mod postgres;

@@ -1,5 +1,10 @@
-//! Client authentication at the hub: Basic credentials checked against the
-//! configured users, traded for an opaque bearer token bound to one tenant.
+//! Client authentication at the hub: JWT bearer tokens from a tenant's
+//! identity provider (`jwt`), or Basic credentials checked against the
+//! configured users and traded for an opaque bearer token bound to one
+//! tenant. Either way the caller ends up a [`Principal`] whose roles decide
+//! which sources and modes it may use.
+
+pub mod jwt;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,13 +15,83 @@ use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use rand::RngCore;
 
-use crate::config::hub::HubConfig;
+use crate::config::hub::{Grant, HubConfig, Tenant};
+use crate::protocol::pb;
 
 /// Who is calling: fixed at login, never taken from a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant: String,
     pub user: String,
+    /// Groups from the token (empty for Basic users).
+    pub groups: Vec<String>,
+    pub access: Access,
+}
+
+/// What a caller may use, from the grants of their roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The tenant has no grants: every source, every mode.
+    All,
+    /// Each source and mode must be in one of these.
+    Granted(Vec<Grant>),
+}
+
+impl Access {
+    /// The access `roles` give in `tenant`.
+    pub fn of<'a>(tenant: &Tenant, roles: impl IntoIterator<Item = &'a str>) -> Access {
+        if tenant.grants.is_empty() {
+            return Access::All;
+        }
+        let mut grants: Vec<Grant> = roles
+            .into_iter()
+            .filter_map(|r| tenant.grants.get(r).cloned())
+            .collect();
+        grants.dedup();
+        Access::Granted(grants)
+    }
+
+    /// Whether any mode of `source` may be used (catalog listings).
+    pub fn sees(&self, source: &str) -> bool {
+        match self {
+            Access::All => true,
+            Access::Granted(g) => g.iter().any(|g| covers(g, source)),
+        }
+    }
+
+    pub fn allows(&self, source: &str, mode: pb::Mode) -> bool {
+        match self {
+            Access::All => true,
+            Access::Granted(g) => g
+                .iter()
+                .any(|g| covers(g, source) && g.modes.iter().any(|m| pb::Mode::from(*m) == mode)),
+        }
+    }
+}
+
+fn covers(g: &Grant, source: &str) -> bool {
+    g.sources.iter().any(|s| s == "*" || s == source)
+}
+
+/// The roles `groups` map to in `tenant`.
+pub fn roles_of<'a>(tenant: &'a Tenant, groups: &[String]) -> Vec<&'a str> {
+    let mut roles: Vec<&str> = groups
+        .iter()
+        .filter_map(|g| tenant.roles.get(g))
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    roles.sort_unstable();
+    roles.dedup();
+    roles
+}
+
+/// A mode's name for messages.
+pub fn mode_name(mode: pb::Mode) -> &'static str {
+    match mode {
+        pb::Mode::Reload => "reload",
+        _ => "realtime",
+    }
 }
 
 enum Credential {
@@ -26,7 +101,7 @@ enum Credential {
 
 /// The users of every tenant, by (hub-unique) user name.
 pub struct Users {
-    by_name: HashMap<String, (String, Credential)>,
+    by_name: HashMap<String, (String, Credential, Access)>,
 }
 
 impl Users {
@@ -39,7 +114,8 @@ impl Users {
                     (None, Some(var)) => Credential::Plain(std::env::var(var).unwrap_or_default()),
                     (None, None) => continue,
                 };
-                by_name.insert(name.clone(), (tenant.clone(), cred));
+                let access = Access::of(t, u.roles.iter().map(String::as_str));
+                by_name.insert(name.clone(), (tenant.clone(), cred, access));
             }
         }
         Users { by_name }
@@ -47,7 +123,7 @@ impl Users {
 
     /// The principal for valid credentials; `None` says nothing about which part was wrong.
     pub fn verify(&self, user: &str, password: &str) -> Option<Principal> {
-        let (tenant, cred) = self.by_name.get(user)?;
+        let (tenant, cred, access) = self.by_name.get(user)?;
         let ok = match cred {
             Credential::Hash(h) => PasswordHash::new(h)
                 .map(|parsed| {
@@ -63,6 +139,8 @@ impl Users {
         ok.then(|| Principal {
             tenant: tenant.clone(),
             user: user.to_string(),
+            groups: Vec::new(),
+            access: access.clone(),
         })
     }
 }
