@@ -14,8 +14,39 @@ async fn adbc_and_pyarrow_clients() {
     ms.register(crate::sqlserver::USERS, crate::sqlserver::users())
         .await;
     ms.with_catalog().await;
+    // Tokens from the platform's identity provider: HS256 with a shared secret.
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt.secret");
+    let secret = "python-suite-shared-secret-of-32-bytes+";
+    std::fs::write(&secret_file, secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"iss": "https://idp.example.test/", "aud": "gatehouse",
+                            "sub": "ann", "exp": now + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
     let fx = Fixture::builder()
         .tenant("acme", "alice")
+        .configure("acme", |t| {
+            t.identity = Some(gatehouse::config::hub::Identity {
+                issuer: "https://idp.example.test/".into(),
+                audience: vec!["gatehouse".into()],
+                jwks_url: None,
+                jwks_file: None,
+                hs256_secret_env: None,
+                hs256_secret_file: Some(secret_file.clone()),
+                tenant_claim: None,
+                tenant_value: None,
+                user_claim: "sub".into(),
+                groups_claim: "groups".into(),
+                leeway_secs: 60,
+            });
+        })
         .agent(
             "acme",
             "acme-1",
@@ -41,6 +72,7 @@ async fn adbc_and_pyarrow_clients() {
         .env("GATEHOUSE_FLIGHT_URI", format!("grpc://{}", fx.flight))
         .env("GATEHOUSE_USER", "alice")
         .env("GATEHOUSE_PASSWORD", PASSWORD)
+        .env("GATEHOUSE_JWT", &jwt)
         .output()
         .await
         .expect("run pytest");

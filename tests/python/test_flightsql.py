@@ -150,6 +150,22 @@ def _any(type_name: str, payload: bytes) -> bytes:
     return field(1, url) + field(2, payload)
 
 
+def test_adbc_with_a_jwt_from_the_identity_provider():
+    jwt = os.environ["GATEHOUSE_JWT"]
+    options = {DatabaseOptions.AUTHORIZATION_HEADER.value: "Bearer " + jwt, HEADER + "x-gatehouse-source": "tpch"}
+    with flightsql.connect(URI, db_kwargs=options, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) AS n FROM orders")
+        assert cur.fetchone()[0] == 15000
+    head, payload, sig = jwt.split(".")
+    i = len(sig) // 2
+    forged = ".".join([head, payload, sig[:i] + ("B" if sig[i] != "B" else "C") + sig[i + 1:]])
+    options[DatabaseOptions.AUTHORIZATION_HEADER.value] = "Bearer " + forged
+    with pytest.raises(Exception) as err:
+        with flightsql.connect(URI, db_kwargs=options, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert "signature" in str(err.value)
+
+
 def test_pyarrow_flight_basic_auth_and_statement():
     client = fl.FlightClient(URI)
     token = client.authenticate_basic_token(USER.encode(), PASSWORD.encode())
