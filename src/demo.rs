@@ -153,6 +153,7 @@ pub fn configs(
                 ..Tenant::default()
             },
         )]),
+        audit: None,
     };
     let agent = AgentConfig {
         hub: HubConnection {

@@ -2,45 +2,14 @@
 //! appended to a file on the customer's machine. The hub keeps its own; this
 //! one is what the customer's IT can check the cloud against.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tracing::error;
 
-use crate::config::agent::{AuditConfig, AuditSql};
+pub use crate::audit::AuditLog;
 use crate::protocol::pb;
-
-/// The open audit file.
-pub struct AuditLog {
-    file: Mutex<File>,
-    sql: AuditSql,
-}
-
-impl AuditLog {
-    pub fn open(config: &AuditConfig) -> std::io::Result<AuditLog> {
-        Ok(AuditLog {
-            file: Mutex::new(open_append(&config.path)?),
-            sql: config.sql,
-        })
-    }
-}
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        // Readable by the service and its group (the administrators) only.
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o640);
-    }
-    options.open(path)
-}
 
 /// What a session knows about where requests come from, for its records.
 #[derive(Clone, Default)]
@@ -100,18 +69,17 @@ impl Audit {
         let Some(log) = &self.log else {
             return;
         };
-        let line = self.line(log.sql, request, outcome);
-        let written = log
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("audit file lock poisoned"))
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
+        if let Err(e) = log.append(&self.entry(log, request, outcome)) {
             error!(error = %e, query_id = %request.query_id, "could not write the audit record");
         }
     }
 
-    fn line(&self, sql_mode: AuditSql, request: &pb::Request, outcome: &Outcome<'_>) -> String {
+    fn entry<'a>(
+        &'a self,
+        log: &AuditLog,
+        request: &'a pb::Request,
+        outcome: &Outcome<'a>,
+    ) -> Record<'a> {
         use pb::request::Kind;
         let (kind, mode, sql) = match &request.kind {
             Some(Kind::Query(q)) => (
@@ -128,13 +96,9 @@ impl Audit {
             Some(Kind::ListTables(_)) => ("list_tables", None, None),
             None => ("none", None, None),
         };
-        let (sql, sql_sha256) = match (sql, sql_mode) {
-            (Some(s), AuditSql::Text) => (Some(s), None),
-            (Some(s), AuditSql::Hash) => (None, Some(format!("{:x}", Sha256::digest(s)))),
-            (None, _) => (None, None),
-        };
-        let record = Record {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        let (sql, sql_sha256) = log.sql(sql);
+        Record {
+            time: crate::audit::now(),
             agent: &self.agent,
             tenant: &self.tenant,
             query_id: &request.query_id,
@@ -155,16 +119,15 @@ impl Audit {
             },
             error_code: outcome.error.map(|(c, _)| c.as_str_name()),
             error: outcome.error.map(|(_, m)| m),
-        };
-        let mut line = serde_json::to_string(&record).expect("a record always serializes");
-        line.push('\n');
-        line
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{AuditConfig, AuditSql};
+    use sha2::{Digest, Sha256};
 
     fn request(sql: &str) -> pb::Request {
         pb::Request {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::{AuditConfig, AuditSql};
 use super::{Validate, check_file, resolve, valid_name};
 use crate::protocol::pb;
 
@@ -27,25 +28,6 @@ pub struct AgentConfig {
     pub realtime_first: bool,
     /// The agent's own record of every request it served (JSON lines).
     pub audit: Option<AuditConfig>,
-}
-
-/// Where the agent writes its audit trail, and how much of the SQL it keeps.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// A file the agent appends one JSON object per request to.
-    pub path: PathBuf,
-    /// `text` (default) records each statement; `hash` only its SHA-256.
-    #[serde(default)]
-    pub sql: AuditSql,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditSql {
-    #[default]
-    Text,
-    Hash,
 }
 
 fn default_drain_secs() -> u64 {

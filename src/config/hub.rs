@@ -16,6 +16,8 @@ pub struct HubConfig {
     /// Tenants by name. Each tenant's users only ever reach its own agents.
     #[serde(default)]
     pub tenants: BTreeMap<String, Tenant>,
+    /// The hub's record of every query (JSON lines).
+    pub audit: Option<super::AuditConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +223,9 @@ impl Validate for HubConfig {
         if let Some(p) = &mut self.flight.tls_key {
             resolve(base, p);
         }
+        if let Some(a) = &mut self.audit {
+            resolve(base, &mut a.path);
+        }
         for t in self.tenants.values_mut() {
             if let Some(i) = t.identity.as_mut() {
                 for f in [i.jwks_file.as_mut(), i.hs256_secret_file.as_mut()]
@@ -248,6 +253,15 @@ impl Validate for HubConfig {
         }
         if self.tenants.is_empty() {
             p.push("no [tenants.NAME] configured: nobody could log in".into());
+        }
+        if let Some(dir) = self.audit.as_ref().and_then(|a| a.path.parent())
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            p.push(format!(
+                "audit.path: the directory {} does not exist",
+                dir.display()
+            ));
         }
         let mut agents: HashMap<&str, &str> = HashMap::new();
         let mut users: HashMap<&str, &str> = HashMap::new();

@@ -8,6 +8,7 @@ pub mod hub;
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,4 +89,23 @@ pub(crate) fn check_file(problems: &mut Vec<String>, what: &str, p: &Path) {
             p.display()
         ));
     }
+}
+
+/// Where an audit trail (hub or agent) is written, and how much of the SQL it keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file one JSON object per request is appended to.
+    pub path: PathBuf,
+    /// `text` (default) records each statement; `hash` only its SHA-256.
+    #[serde(default)]
+    pub sql: AuditSql,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSql {
+    #[default]
+    Text,
+    Hash,
 }

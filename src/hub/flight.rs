@@ -32,6 +32,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+use super::audit;
 use super::parked::Parked;
 use super::query;
 use super::registry::Registry;
@@ -54,6 +55,7 @@ pub struct HubFlight {
     pub sessions: Sessions,
     pub jwt: Verifier,
     pub parked: Arc<Parked>,
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Default source per tenant, from the hub's configuration.
     pub default_sources: std::collections::HashMap<String, String>,
     sql_info: SqlInfoData,
@@ -67,6 +69,7 @@ impl HubFlight {
         jwt: Verifier,
         parked: Arc<Parked>,
         default_sources: std::collections::HashMap<String, String>,
+        audit: Option<Arc<crate::audit::AuditLog>>,
     ) -> Self {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "Gatehouse");
@@ -92,6 +95,7 @@ impl HubFlight {
             sessions,
             jwt,
             parked,
+            audit,
             default_sources,
             sql_info,
         }
@@ -222,13 +226,8 @@ impl HubFlight {
         }
     }
 
+    /// Starts a statement on the agent; refused or not, the hub audits it.
     async fn run(&self, p: &Principal, st: &pb::Statement) -> Result<query::Running, Status> {
-        let mode = pb::Mode::try_from(st.mode).unwrap_or(pb::Mode::Realtime);
-        Self::authorize(p, &st.source, Some(mode))?;
-        let agent = self
-            .registry
-            .route(&p.tenant, &st.source)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
         let req = Self::request(
             p,
             &st.source,
@@ -241,8 +240,33 @@ impl HubFlight {
                 batch_rows: 0,
             }),
         );
-        info!(tenant = %p.tenant, user = %p.user, source = %st.source, agent = %agent.id, query_id = %req.query_id, mode = st.mode, "query");
-        query::start(&agent, req).await
+        let mut entry = audit::Entry::begin(self.audit.as_ref(), p, st, &req.query_id);
+        let started = async {
+            let mode = pb::Mode::try_from(st.mode).unwrap_or(pb::Mode::Realtime);
+            Self::authorize(p, &st.source, Some(mode))?;
+            let agent = self
+                .registry
+                .route(&p.tenant, &st.source)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            if let Some(e) = entry.as_mut() {
+                e.agent(&agent.id);
+            }
+            info!(tenant = %p.tenant, user = %p.user, source = %st.source, agent = %agent.id, query_id = %req.query_id, mode = st.mode, "query");
+            query::start(&agent, req).await
+        }
+        .await;
+        match started {
+            Ok(mut running) => {
+                running.audit = entry;
+                Ok(running)
+            }
+            Err(status) => {
+                if let Some(e) = entry.as_mut() {
+                    e.failed(&status);
+                }
+                Err(status)
+            }
+        }
     }
 
     /// Starts the statement, parks it, and describes where to fetch it.

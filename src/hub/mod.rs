@@ -1,5 +1,6 @@
 //! The hub: accepts agent tunnels, serves Arrow Flight SQL, routes queries.
 
+mod audit;
 mod flight;
 mod parked;
 mod query;
@@ -41,6 +42,11 @@ pub enum HubError {
     Serve(#[from] tonic::transport::Error),
     #[error("identity providers: {0}")]
     Identity(#[from] crate::auth::jwt::JwtError),
+    #[error("cannot open the audit file {path}: {error}")]
+    Audit {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Concurrent streams an agent may open towards the hub (control only).
@@ -54,6 +60,7 @@ pub struct Hub {
     flight_listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     jwt: crate::auth::jwt::Verifier,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Hub {
@@ -73,6 +80,15 @@ impl Hub {
                 }
             })?;
         let jwt = crate::auth::jwt::Verifier::from_config(&config)?;
+        let audit = match &config.audit {
+            Some(a) => Some(Arc::new(crate::audit::AuditLog::open(a).map_err(
+                |error| HubError::Audit {
+                    path: a.path.clone(),
+                    error,
+                },
+            )?)),
+            None => None,
+        };
         let flight_listener = tokio::net::TcpListener::bind(config.flight.listen)
             .await
             .map_err(|error| HubError::Flight {
@@ -85,6 +101,7 @@ impl Hub {
             flight_listener,
             registry: Arc::new(Registry::default()),
             jwt,
+            audit,
         })
     }
 
@@ -117,6 +134,7 @@ impl Hub {
             jwt,
             parked.clone(),
             defaults,
+            self.audit.clone(),
         );
         let tunnel_addr = self.tunnel_addr();
         let flight_addr = self.flight_addr();

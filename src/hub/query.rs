@@ -27,6 +27,8 @@ pub struct Running {
     _send: SendHalf,
     _inflight: InflightGuard,
     finished: bool,
+    /// The hub's audit record of this query, written when it ends.
+    pub audit: Option<super::audit::Entry>,
 }
 
 impl Drop for Running {
@@ -114,6 +116,7 @@ pub async fn start(agent: &Arc<AgentHandle>, request: pb::Request) -> Result<Run
                 _send: send,
                 _inflight: inflight,
                 finished: false,
+                audit: None,
             })
         }
         _ => Err(Status::internal("agent answered a query without a schema")),
@@ -157,6 +160,20 @@ pub async fn list_tables(
 impl Running {
     /// The next batch as Flight data, or `None` at the end.
     pub async fn next_data(&mut self) -> Result<Option<FlightData>, Status> {
+        let was_finished = self.finished;
+        let next = self.next_frame().await;
+        if let Some(a) = self.audit.as_mut() {
+            match &next {
+                Ok(Some(_)) => {}
+                Ok(None) if !was_finished => a.done(),
+                Ok(None) => {}
+                Err(status) => a.failed(status),
+            }
+        }
+        next
+    }
+
+    async fn next_frame(&mut self) -> Result<Option<FlightData>, Status> {
         if self.finished {
             return Ok(None);
         }
@@ -175,6 +192,9 @@ impl Running {
                     .body(b.body_len)
                     .await
                     .map_err(|e| agent_gone(&e))?;
+                if let Some(a) = self.audit.as_mut() {
+                    a.batch(b.rows, b.body_len);
+                }
                 Ok(Some(
                     FlightData::new()
                         .with_data_header(b.ipc_header)

@@ -230,6 +230,7 @@ pub struct Builder {
     agents: Vec<AgentSpec>,
     flight_tls: bool,
     audit: Option<gatehouse::config::agent::AuditConfig>,
+    hub_audit: Option<gatehouse::config::AuditConfig>,
 }
 
 impl Builder {
@@ -276,6 +277,12 @@ impl Builder {
         self
     }
 
+    /// The hub writes its audit trail as `audit` says.
+    pub fn hub_audit(mut self, audit: gatehouse::config::AuditConfig) -> Self {
+        self.hub_audit = Some(audit);
+        self
+    }
+
     /// Agents write their audit trail as `audit` says.
     pub fn agent_audit(mut self, audit: gatehouse::config::agent::AuditConfig) -> Self {
         self.audit = Some(audit);
@@ -312,6 +319,7 @@ impl Builder {
                 client_ca: pki.ca_cert(),
             },
             tenants: self.tenants,
+            audit: self.hub_audit,
         };
         let mut fx = Fixture {
             pki,

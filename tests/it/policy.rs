@@ -1,7 +1,8 @@
-//! The agent's own rules through the whole path: the byte limit, and the
-//! audit trail the agent writes for its administrator.
+//! Local policy and audit through the whole path: the agent's byte limit, and
+//! the audit trails the hub and the agent write.
 
-use gatehouse::config::agent::{AuditConfig, AuditSql, Limits, SourceConfig};
+use gatehouse::config::agent::{AuditConfig, AuditSql, Limits, ModeName, SourceConfig};
+use gatehouse::config::hub::Grant;
 use tonic::Code;
 
 use crate::harness::{Fixture, code, message, query, rows, sqlite, tpch_db};
@@ -41,29 +42,94 @@ async fn max_bytes_stops_a_result_at_the_limit() {
     fx.stop().await;
 }
 
+fn read(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[tokio::test]
-async fn the_agent_audits_every_request() {
+async fn hub_and_agent_audit_every_query() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
+    let hub_path = dir.path().join("hub-audit.jsonl");
     let fx = Fixture::builder()
         .tenant("acme", "alice")
+        .configure("acme", |t| {
+            t.users.get_mut("alice").unwrap().roles = vec!["reader".into()];
+            t.grants.insert(
+                "reader".into(),
+                Grant {
+                    sources: vec!["tpch".into()],
+                    modes: vec![ModeName::Realtime],
+                },
+            );
+        })
         .agent("acme", "acme-1", vec![("tpch", tpch(Limits::default()))])
         .agent_audit(AuditConfig {
             path: path.clone(),
             sql: AuditSql::Text,
+        })
+        .hub_audit(AuditConfig {
+            path: hub_path.clone(),
+            sql: AuditSql::Hash,
         })
         .start()
         .await;
     let mut c = fx.client("alice").await;
     query(&mut c, "SELECT n_name FROM nation").await.unwrap();
     query(&mut c, "SELEC 1").await.unwrap_err();
+    c.set_header("x-gatehouse-mode", "reload");
+    let e = query(&mut c, "SELECT * FROM lineitem").await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
     fx.stop().await;
 
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The hub: every query, the refused one too; SQL kept as a hash here.
+    let hub = read(&hub_path);
+    let sha = |sql: &str| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(sql))
+    };
+    let find = |sql: &str| {
+        hub.iter()
+            .find(|r| r["sql_sha256"] == sha(sql))
+            .unwrap_or_else(|| panic!("the hub did not record {sql:?}: {hub:#?}"))
+    };
+    let ok = find("SELECT n_name FROM nation");
+    assert_eq!(
+        (
+            &ok["outcome"],
+            &ok["rows"],
+            &ok["agent"],
+            &ok["tenant"],
+            &ok["user"]
+        ),
+        (
+            &serde_json::json!("ok"),
+            &serde_json::json!(25),
+            &serde_json::json!("acme-1"),
+            &serde_json::json!("acme"),
+            &serde_json::json!("alice")
+        )
+    );
+    assert!(ok.get("sql").is_none(), "{ok}");
+    let failed = find("SELEC 1");
+    assert_eq!(failed["outcome"], "error");
+    assert_eq!(failed["error_code"], "InvalidArgument");
+    let refused = find("SELECT * FROM lineitem");
+    assert_eq!(refused["outcome"], "error");
+    assert_eq!(refused["error_code"], "PermissionDenied");
+    assert_eq!(refused["mode"], "reload");
+    assert!(refused.get("agent").is_none(), "{refused}");
+
+    // The agent: what reached it (the refused query never did).
+    let records = read(&path);
+    assert!(
+        !records.iter().any(|r| r["sql"] == "SELECT * FROM lineitem"),
+        "{records:#?}"
+    );
     let ok = records
         .iter()
         .find(|r| r["sql"] == "SELECT n_name FROM nation" && r["request"] == "query")
