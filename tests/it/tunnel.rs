@@ -311,3 +311,106 @@ async fn realtime_queries_use_the_lane_and_fall_back_without_it() {
     assert_eq!(count_nations(&fx).await, 25);
     fx.stop().await;
 }
+
+/// Frame bytes: a 4-byte length and the message.
+fn framed(msg: &impl prost::Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+fn response(frame: pb::response_frame::Frame) -> Vec<u8> {
+    framed(&pb::ResponseFrame { frame: Some(frame) })
+}
+
+#[tokio::test]
+async fn hub_survives_a_hostile_agent() {
+    // The hostile agent holds a valid certificate for its own tenant.
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-1", vec![("tpch", sqlite(tpch_db()))])
+        .tenant("evil", "mallory")
+        .configure("evil", |t| t.agents.push("evil-1".into()))
+        .start()
+        .await;
+    let conn = raw_agent(&fx, "evil-1").await;
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut w = FrameWriter::new(send);
+    w.send(&hello()).await.unwrap();
+    let ack: pb::HubControl = FrameReader::new(recv, 0).expect("ack").await.unwrap();
+    assert!(matches!(ack.msg, Some(pb::hub_control::Msg::HelloAck(_))));
+    fx.wait_agents(2).await;
+
+    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "x",
+        arrow::datatypes::DataType::Int64,
+        true,
+    )]);
+    let header = gatehouse::protocol::ipc::IpcEncoder::new(pb::Compression::None)
+        .unwrap()
+        .schema(&schema);
+    let good_schema = response(pb::response_frame::Frame::Schema(pb::SchemaFrame {
+        ipc_header: header.into(),
+    }));
+    let batch = |body_len: u64| {
+        response(pb::response_frame::Frame::Batch(pb::BatchFrame {
+            ipc_header: Bytes::from_static(b"not an arrow header"),
+            rows: 1,
+            body_len,
+        }))
+    };
+    let scenarios: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", vec![0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]),
+        (
+            "an absurd frame length",
+            vec![0x7f, 0xff, 0xff, 0xff, 1, 2, 3],
+        ),
+        ("a batch before the schema", batch(0)),
+        (
+            "a schema that is not Arrow",
+            response(pb::response_frame::Frame::Schema(pb::SchemaFrame {
+                ipc_header: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            })),
+        ),
+        (
+            "a 1 TiB body",
+            [good_schema.clone(), batch(1 << 40)].concat(),
+        ),
+        (
+            "a body cut short",
+            [good_schema.clone(), batch(100), vec![0; 10]].concat(),
+        ),
+        ("a stream that just ends", good_schema.clone()),
+    ];
+    let answers = scenarios.clone();
+    let server = tokio::spawn(async move {
+        for (_, bytes) in answers {
+            let (mut send, recv) = conn.accept_bi().await.unwrap();
+            let _req: pb::Request = FrameReader::new(recv, 0).expect("request").await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            send.finish();
+        }
+        conn
+    });
+
+    let mut mallory = fx.client("mallory").await;
+    for (what, _) in &scenarios {
+        let r = tokio::time::timeout(Duration::from_secs(20), query(&mut mallory, "SELECT 1"))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the hub hung"));
+        let e = r.expect_err(what);
+        assert!(
+            matches!(
+                crate::harness::code(&e),
+                tonic::Code::Unavailable | tonic::Code::Internal
+            ),
+            "{what}: {e}"
+        );
+    }
+    let _conn = server.await.unwrap();
+    // The hub still serves everyone else.
+    assert_eq!(count_nations(&fx).await, 25);
+    assert_eq!(fx.registry().count(), 2);
+    fx.stop().await;
+}
