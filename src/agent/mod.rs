@@ -1,6 +1,7 @@
 //! The agent: dials the hub, never listens, and answers queries against the
 //! local data sources under the administrator's own limits.
 
+pub mod allow;
 pub mod audit;
 mod backoff;
 mod query;
@@ -60,6 +61,8 @@ pub struct Source {
     /// Realtime queries running on this agent, shared by all its sources
     /// (`None` when `realtime_first` is off).
     priority: Option<Arc<Priority>>,
+    /// The administrator's allow-list of tables, if any.
+    allow: Option<allow::AllowList>,
 }
 
 impl Source {
@@ -162,6 +165,7 @@ impl Agent {
                     realtime: Semaphore::new(limits.realtime_concurrency),
                     reload: Semaphore::new(limits.reload_concurrency),
                     priority: priority.clone(),
+                    allow: allow::AllowList::of(sc),
                 }),
             );
         }

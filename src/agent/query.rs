@@ -242,6 +242,7 @@ async fn operate(
             run_query(request, q, src, writer, cancel, progress).await
         }
         Some(pb::request::Kind::Describe(d)) => {
+            allowed(src, &d.sql)?;
             let described = src.connector.describe(&d.sql).await?;
             let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
             let frame = pb::ResponseFrame {
@@ -260,7 +261,10 @@ async fn operate(
             Ok(())
         }
         Some(pb::request::Kind::ListTables(l)) => {
-            let tables = src.connector.list_tables(l.include_schema).await?;
+            let mut tables = src.connector.list_tables(l.include_schema).await?;
+            if let Some(allow) = &src.allow {
+                tables.retain(|t| allow.lists(t));
+            }
             let batch = catalog::to_batch(&tables).map_err(ConnectorError::from)?;
             let mut enc = IpcEncoder::new(pb::Compression::None).map_err(ConnectorError::from)?;
             send_schema(writer, &mut enc, &batch.schema()).await?;
@@ -280,6 +284,19 @@ async fn operate(
             pb::ErrorCode::InvalidRequest,
             "request names no operation",
         )),
+    }
+}
+
+/// The source's allow-list, if it has one, must admit `sql`.
+fn allowed(src: &Source, sql: &str) -> Result<(), Failure> {
+    match &src.allow {
+        Some(allow) => allow.check(sql).map_err(|why| {
+            Failure::new(
+                pb::ErrorCode::NotAllowed,
+                format!("source {:?}: {why}", src.name),
+            )
+        }),
+        None => Ok(()),
     }
 }
 
@@ -380,6 +397,7 @@ async fn run_query(
             ),
         ));
     }
+    allowed(src, &q.sql)?;
     let compression = pb::Compression::try_from(q.compression).map_err(|_| {
         Failure::new(
             pb::ErrorCode::InvalidRequest,

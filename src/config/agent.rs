@@ -265,6 +265,9 @@ pub struct Limits {
     pub reload_concurrency: usize,
     /// Seconds a query waits for a permit before it is refused as busy.
     pub queue_timeout_secs: u64,
+    /// When set, only queries on these tables run: `schema.table`,
+    /// `schema.*`, or `table` in the source's default schema.
+    pub allow_tables: Vec<String>,
 }
 
 impl Default for Limits {
@@ -277,6 +280,7 @@ impl Default for Limits {
             realtime_concurrency: 32,
             reload_concurrency: 2,
             queue_timeout_secs: 30,
+            allow_tables: Vec::new(),
         }
     }
 }
@@ -345,6 +349,13 @@ impl Validate for AgentConfig {
             }
             if l.max_duration_secs == 0 {
                 p.push(format!("{at}.limits.max_duration_secs must be at least 1"));
+            }
+            for pattern in &l.allow_tables {
+                if !crate::agent::allow::AllowList::valid_pattern(pattern) {
+                    p.push(format!(
+                        "{at}.limits.allow_tables: {pattern:?} is not schema.table, schema.* or table"
+                    ));
+                }
             }
             match s {
                 SourceConfig::Sqlite(s) => {

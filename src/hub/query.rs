@@ -45,7 +45,7 @@ pub fn error_status(source: &str, e: &pb::ErrorFrame) -> Status {
     match pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified) {
         pb::ErrorCode::InvalidRequest => Status::invalid_argument(msg),
         pb::ErrorCode::UnknownSource => Status::not_found(msg),
-        pb::ErrorCode::ModeNotAllowed => Status::permission_denied(msg),
+        pb::ErrorCode::ModeNotAllowed | pb::ErrorCode::NotAllowed => Status::permission_denied(msg),
         pb::ErrorCode::Database if e.retryable => Status::unavailable(msg),
         pb::ErrorCode::Database => Status::invalid_argument(msg),
         pb::ErrorCode::LimitExceeded | pb::ErrorCode::Busy => Status::resource_exhausted(msg),

@@ -154,3 +154,47 @@ async fn hub_and_agent_audit_every_query() {
         "{failed}"
     );
 }
+
+#[tokio::test]
+async fn allow_lists_limit_queries_and_listings_to_the_listed_tables() {
+    let limits = Limits {
+        allow_tables: vec!["nation".into(), "main.region".into()],
+        ..Limits::default()
+    };
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-1", vec![("tpch", tpch(limits))])
+        .start()
+        .await;
+    let mut c = fx.client("alice").await;
+    let sql =
+        "SELECT n.n_name, r.r_name FROM nation n JOIN region r ON r.r_regionkey = n.n_regionkey";
+    assert_eq!(rows(&query(&mut c, sql).await.unwrap()), 25);
+    for (bad, why) in [
+        ("SELECT * FROM lineitem", "allow-list"),
+        (
+            "SELECT * FROM nation WHERE n_nationkey IN (SELECT o_custkey FROM orders)",
+            "allow-list",
+        ),
+        ("SELECT * FROM sqlite_master", "allow-list"),
+        ("DELETE FROM nation", "only allows queries"),
+    ] {
+        let e = query(&mut c, bad).await.unwrap_err();
+        assert_eq!(code(&e), Code::PermissionDenied, "{bad}: {e}");
+        assert!(message(&e).contains(why), "{bad}: {e}");
+    }
+    let info = c
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            catalog: Some("tpch".into()),
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: false,
+        })
+        .await
+        .unwrap();
+    let mut tables = crate::harness::strings(&crate::harness::fetch(&mut c, info).await, 2);
+    tables.sort();
+    assert_eq!(tables, ["nation", "region"]);
+    fx.stop().await;
+}
