@@ -414,3 +414,39 @@ async fn hub_survives_a_hostile_agent() {
     assert_eq!(fx.registry().count(), 2);
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn hub_refuses_a_certificate_from_another_ca() {
+    // Another tenant's agent id, in a certificate the hub's CA never signed.
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-1", vec![("tpch", sqlite(tpch_db()))])
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let foreign =
+        gatehouse::transport::tls::DevPki::create(dir.path(), &["localhost".into()]).unwrap();
+    let (cert, key) = foreign.issue_agent("acme-1").unwrap();
+    let cfg = tls::client_config(&fx.pki.ca_cert(), &cert, &key).unwrap();
+    let ep = quic::client_endpoint("127.0.0.1:0".parse().unwrap(), cfg, 8).unwrap();
+    // TLS 1.3: the client may finish its handshake before the server has
+    // checked the client's certificate, so the refusal can come later.
+    let answer = async {
+        let conn = Connection::Quic(ep.connect(fx.tunnel, "localhost").unwrap().await?);
+        let (send, recv) = conn.open_bi().await?;
+        FrameWriter::new(send).send(&hello()).await?;
+        let answer: pb::HubControl = FrameReader::new(recv, 0).expect("answer").await?;
+        Ok::<_, Box<dyn std::error::Error>>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("the hub neither answered nor closed the connection");
+    assert!(answer.is_err(), "the hub answered: {answer:?}");
+    assert_eq!(
+        fx.registry().count(),
+        1,
+        "only the real acme-1 is registered"
+    );
+    assert_eq!(count_nations(&fx).await, 25);
+    fx.stop().await;
+}
