@@ -13,4 +13,5 @@ pub mod demo;
 pub mod hub;
 pub mod protocol;
 pub mod shutdown;
+pub mod state;
 pub mod transport;

@@ -89,6 +89,27 @@ pub fn postgres(limits: Limits) -> SourceConfig {
     })
 }
 
+/// A fresh, empty database in the test PostgreSQL, as a URL.
+pub async fn pg_scratch_db() -> String {
+    let name = unique("gh_scratch");
+    pg_admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let password = pg_conninfo()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("password=").map(str::to_string))
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!(
+        "postgres://{}{password}@{}:{}/{name}?sslmode=disable",
+        pg_field("user"),
+        pg_field("host"),
+        pg_field("port")
+    )
+}
+
 /// A direct (admin) connection to the test PostgreSQL.
 pub async fn pg_admin() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&pg_conninfo(), tokio_postgres::NoTls)

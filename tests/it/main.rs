@@ -12,5 +12,6 @@ mod policy;
 mod postgres;
 mod python;
 mod sqlserver;
+mod state;
 mod tenants;
 mod tunnel;
