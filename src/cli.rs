@@ -64,6 +64,11 @@ pub enum HubCommand {
     },
     /// Read a password on standard input and print its Argon2 hash for password_hash.
     HashPassword,
+    /// Create an admin API key for the provisioning API (needs [state]); printed once.
+    ApiKey {
+        /// A name for the key (who or what uses it).
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +89,19 @@ pub struct AgentArgs {
 pub enum AgentCommand {
     /// Check the configuration, report every problem, and exit.
     Validate,
+    /// Enrol this agent with a one-time token from the hub's provisioning API:
+    /// makes a key pair here, gets the certificate signed, stores both.
+    Enroll {
+        /// The hub's provisioning API, e.g. https://hub.example.com:8443
+        #[arg(long)]
+        hub: String,
+        /// The enrolment token the hub's API issued.
+        #[arg(long, env = "GATEHOUSE_ENROLMENT_TOKEN")]
+        token: String,
+        /// Where to write agent.pem, agent.key (mode 0600) and hub-ca.pem.
+        #[arg(long, default_value = "/etc/gatehouse")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]

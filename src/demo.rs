@@ -154,6 +154,8 @@ pub fn configs(
             },
         )]),
         audit: None,
+        state: None,
+        admin: None,
     };
     let agent = AgentConfig {
         hub: HubConnection {

@@ -82,6 +82,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config::load::<HubConfig>(&args.config)?;
                 println!("{}: ok", args.config.display());
             }
+            Some(HubCommand::ApiKey { name }) => {
+                let cfg = config::load::<HubConfig>(&args.config)?;
+                let state = cfg.state.context(
+                    "the hub has no [state]: the provisioning API and its keys need one",
+                )?;
+                let store = gatehouse::state::Store::open(&state.url).await?;
+                println!("{}", store.create_api_key(&name).await?);
+                eprintln!("admin API key {name:?} created; it is shown only now");
+            }
             None => {
                 let cfg = config::load::<HubConfig>(&args.config)?;
                 let hub = gatehouse::hub::Hub::build(cfg)
@@ -91,9 +100,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Agent(args) => {
+            if let Some(AgentCommand::Enroll { hub, token, dir }) = &args.command {
+                let e = gatehouse::agent::enroll::enroll(hub, token, dir).await?;
+                println!(
+                    "enrolled as agent {:?} of tenant {:?}\n\nIn agent.toml:\n[hub]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+                    e.agent_id,
+                    e.tenant,
+                    e.hub_ca.display(),
+                    e.cert.display(),
+                    e.key.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let cfg = config::load::<AgentConfig>(&args.config)?;
             match args.command {
                 Some(AgentCommand::Validate) => println!("{}: ok", args.config.display()),
+                Some(AgentCommand::Enroll { .. }) => unreachable!("handled above"),
                 None => {
                     let agent =
                         gatehouse::agent::Agent::build(cfg).context("starting the agent")?;

@@ -4,6 +4,7 @@
 pub mod allow;
 pub mod audit;
 mod backoff;
+pub mod enroll;
 mod query;
 mod session;
 

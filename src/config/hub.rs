@@ -18,6 +18,37 @@ pub struct HubConfig {
     pub tenants: BTreeMap<String, Tenant>,
     /// The hub's record of every query (JSON lines).
     pub audit: Option<super::AuditConfig>,
+    /// Where the hub keeps tenants, enrolled agents and tokens.
+    pub state: Option<StateConfig>,
+    /// The provisioning API (HTTPS): admin API keys and agent enrolment.
+    pub admin: Option<AdminListener>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `sqlite:///var/lib/gatehouse/hub.db` (created if missing) or
+    /// `postgres://user@host/db` when several hub replicas share state.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminListener {
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM: the hub's certificate first, the CA that
+    /// signed it last) and key. Enrolment tokens pin that CA.
+    pub tls_chain: PathBuf,
+    pub tls_key: PathBuf,
+    /// Key (PEM) of `tunnel.client_ca`, to sign enrolled agents' certificates.
+    pub client_ca_key: PathBuf,
+    /// Lifetime of an enrolled agent's certificate, in days (default 30).
+    #[serde(default = "default_cert_days")]
+    pub agent_cert_days: u32,
+}
+
+fn default_cert_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +257,11 @@ impl Validate for HubConfig {
         if let Some(a) = &mut self.audit {
             resolve(base, &mut a.path);
         }
+        if let Some(a) = &mut self.admin {
+            resolve(base, &mut a.tls_chain);
+            resolve(base, &mut a.tls_key);
+            resolve(base, &mut a.client_ca_key);
+        }
         for t in self.tenants.values_mut() {
             if let Some(i) = t.identity.as_mut() {
                 for f in [i.jwks_file.as_mut(), i.hs256_secret_file.as_mut()]
@@ -253,6 +289,27 @@ impl Validate for HubConfig {
         }
         if self.tenants.is_empty() {
             p.push("no [tenants.NAME] configured: nobody could log in".into());
+        }
+        if let Some(a) = &self.admin {
+            check_file(&mut p, "admin.tls_chain", &a.tls_chain);
+            check_file(&mut p, "admin.tls_key", &a.tls_key);
+            check_file(&mut p, "admin.client_ca_key", &a.client_ca_key);
+            if self.state.is_none() {
+                p.push("admin: the provisioning API needs [state] (where tenants, agents and tokens live)".into());
+            }
+            if a.agent_cert_days == 0 || a.agent_cert_days > 397 {
+                p.push("admin.agent_cert_days must be 1 to 397".into());
+            }
+        }
+        if let Some(s) = &self.state
+            && !(s.url.starts_with("sqlite:")
+                || s.url.starts_with("postgres://")
+                || s.url.starts_with("postgresql://"))
+        {
+            p.push(format!(
+                "state.url {:?} must be sqlite:PATH or postgres://...",
+                s.url
+            ));
         }
         if let Some(dir) = self.audit.as_ref().and_then(|a| a.path.parent())
             && !dir.as_os_str().is_empty()

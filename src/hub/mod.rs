@@ -1,5 +1,7 @@
 //! The hub: accepts agent tunnels, serves Arrow Flight SQL, routes queries.
 
+pub mod admin;
+mod admission;
 mod audit;
 mod flight;
 mod parked;
@@ -42,6 +44,10 @@ pub enum HubError {
     Serve(#[from] tonic::transport::Error),
     #[error("identity providers: {0}")]
     Identity(#[from] crate::auth::jwt::JwtError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     #[error("cannot open the audit file {path}: {error}")]
     Audit {
         path: std::path::PathBuf,
@@ -61,6 +67,8 @@ pub struct Hub {
     registry: Arc<Registry>,
     jwt: crate::auth::jwt::Verifier,
     audit: Option<Arc<crate::audit::AuditLog>>,
+    store: Option<crate::state::Store>,
+    admin: Option<admin::AdminServer>,
 }
 
 impl Hub {
@@ -89,6 +97,24 @@ impl Hub {
             )?)),
             None => None,
         };
+        let store = match &config.state {
+            Some(s) => Some(crate::state::Store::open(&s.url).await?),
+            None => None,
+        };
+        let registry = Arc::new(Registry::default());
+        let admin = match (&config.admin, &store) {
+            (Some(a), Some(store)) => Some(
+                admin::AdminServer::bind(
+                    a,
+                    &config.tunnel.client_ca,
+                    store.clone(),
+                    registry.clone(),
+                    config.tenants.keys().cloned().collect(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let flight_listener = tokio::net::TcpListener::bind(config.flight.listen)
             .await
             .map_err(|error| HubError::Flight {
@@ -99,9 +125,11 @@ impl Hub {
             config,
             endpoint,
             flight_listener,
-            registry: Arc::new(Registry::default()),
+            registry,
             jwt,
             audit,
+            store,
+            admin,
         })
     }
 
@@ -111,6 +139,11 @@ impl Hub {
 
     pub fn flight_addr(&self) -> SocketAddr {
         self.flight_listener.local_addr().expect("bound listener")
+    }
+
+    /// Where the provisioning API listens, when it is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(admin::AdminServer::local_addr)
     }
 
     pub fn registry(&self) -> Arc<Registry> {
@@ -143,7 +176,10 @@ impl Hub {
         let agents = tunnel::serve(
             self.endpoint.clone(),
             self.registry.clone(),
-            Arc::new(self.config.tenant_of_agent()),
+            Arc::new(admission::Admission::new(
+                self.config.tenant_of_agent(),
+                self.store.clone(),
+            )),
             shutdown.clone(),
             tracker.clone(),
         );
@@ -200,7 +236,13 @@ impl Hub {
                 }
             }
         };
-        let (served, (), ()) = tokio::join!(flight, agents, reaper);
+        let provisioning = async {
+            if let Some(a) = self.admin.take() {
+                info!(admin_addr = %a.local_addr(), "provisioning API listening");
+                a.run(shutdown.clone(), tracker.clone()).await;
+            }
+        };
+        let (served, (), (), ()) = tokio::join!(flight, agents, reaper, provisioning);
         parked.clear();
         tracker.close();
         tracker.wait().await;

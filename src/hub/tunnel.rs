@@ -1,7 +1,7 @@
 //! Accepting agent tunnels: identity from the client certificate, tenant from
 //! the hub's configuration, then the control stream until the agent leaves.
 
-use std::collections::HashMap;
+use super::admission::Admission;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn serve(
     endpoint: quinn::Endpoint,
     registry: Arc<Registry>,
-    tenant_of_agent: Arc<HashMap<String, String>>,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -30,8 +30,7 @@ pub async fn serve(
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = shutdown.cancelled() => break,
         };
-        let (registry, tenants, shutdown) =
-            (registry.clone(), tenant_of_agent.clone(), shutdown.clone());
+        let (registry, tenants, shutdown) = (registry.clone(), admission.clone(), shutdown.clone());
         let remote = incoming.remote_address();
         tracker.spawn(
             async move {
@@ -82,7 +81,7 @@ async fn refuse(
 async fn agent_session(
     conn: Connection,
     registry: &Registry,
-    tenant_of_agent: &HashMap<String, String>,
+    admission: &Admission,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
@@ -107,8 +106,9 @@ async fn agent_session(
         Some(Err(e)) => return Err(refuse(&mut writer, &conn, e.to_string()).await),
         None => return Err(refuse(&mut writer, &conn, "no client certificate".into()).await),
     };
-    let Some(tenant) = tenant_of_agent.get(&agent_id).cloned() else {
-        return Err(refuse(&mut writer, &conn, format!("agent {agent_id:?} is not assigned to a tenant on this hub; add it to tenants.NAME.agents")).await);
+    let tenant = match admission.tenant_of(&agent_id).await {
+        Ok(t) => t,
+        Err(why) => return Err(refuse(&mut writer, &conn, why).await),
     };
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(refuse(
@@ -134,6 +134,7 @@ async fn agent_session(
         lane: Default::default(),
     });
     registry.register(handle.clone());
+    admission.seen(&agent_id, &handle.version).await;
     writer.send(&hello_ack(&agent_id, &tenant)).await?;
     let sources: Vec<&str> = handle.sources.iter().map(|s| s.name.as_str()).collect();
     info!(agent = %agent_id, %tenant, version = %handle.version, host = %handle.hostname, sources = ?sources, "agent connected");

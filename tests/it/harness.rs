@@ -252,6 +252,7 @@ pub struct Builder {
     flight_tls: bool,
     audit: Option<gatehouse::config::agent::AuditConfig>,
     hub_audit: Option<gatehouse::config::AuditConfig>,
+    provisioning: bool,
 }
 
 impl Builder {
@@ -298,6 +299,12 @@ impl Builder {
         self
     }
 
+    /// The hub keeps state in a SQLite file and serves the provisioning API.
+    pub fn provisioning(mut self) -> Self {
+        self.provisioning = true;
+        self
+    }
+
     /// The hub writes its audit trail as `audit` says.
     pub fn hub_audit(mut self, audit: gatehouse::config::AuditConfig) -> Self {
         self.hub_audit = Some(audit);
@@ -341,6 +348,24 @@ impl Builder {
             },
             tenants: self.tenants,
             audit: self.hub_audit,
+            state: self
+                .provisioning
+                .then(|| gatehouse::config::hub::StateConfig {
+                    url: format!("sqlite://{}", dir.path().join("hub-state.db").display()),
+                }),
+            admin: self.provisioning.then(|| {
+                let chain = dir.path().join("admin-chain.pem");
+                let mut pem = std::fs::read(pki.hub_cert()).unwrap();
+                pem.extend(std::fs::read(pki.ca_cert()).unwrap());
+                std::fs::write(&chain, pem).unwrap();
+                gatehouse::config::hub::AdminListener {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    tls_chain: chain,
+                    tls_key: pki.hub_key(),
+                    client_ca_key: pki.ca_key(),
+                    agent_cert_days: 30,
+                }
+            }),
         };
         let mut fx = Fixture {
             pki,
@@ -351,6 +376,7 @@ impl Builder {
             agents: Vec::new(),
             registry: None,
             audit: self.audit,
+            admin: None,
             _dir: dir,
         };
         fx.start_hub(None).await;
@@ -387,6 +413,8 @@ pub struct Fixture {
     pub agents: Vec<Running>,
     registry: Option<std::sync::Arc<Registry>>,
     audit: Option<gatehouse::config::agent::AuditConfig>,
+    /// The provisioning API, when the hub serves it.
+    pub admin: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -405,6 +433,7 @@ impl Fixture {
         let hub = Hub::build(cfg).await.unwrap();
         self.flight = hub.flight_addr();
         self.tunnel = hub.tunnel_addr();
+        self.admin = hub.admin_addr();
         self.registry = Some(hub.registry());
         let token = CancellationToken::new();
         let t = token.clone();
@@ -430,7 +459,12 @@ impl Fixture {
     }
 
     pub fn start_agent(&mut self, id: &str, sources: BTreeMap<String, SourceConfig>) {
-        let agent = Agent::build(self.agent_config(id, sources)).unwrap();
+        self.start_agent_with(self.agent_config(id, sources));
+    }
+
+    /// Starts an agent with its own configuration (e.g. an enrolled certificate).
+    pub fn start_agent_with(&mut self, config: AgentConfig) {
+        let agent = Agent::build(config).unwrap();
         let token = CancellationToken::new();
         let t = token.clone();
         let task = tokio::spawn(async move { agent.run(t).await.unwrap() });

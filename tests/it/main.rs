@@ -4,6 +4,7 @@
 //! SQL Server through Microsoft's mock TDS server (`sqlserver.rs`).
 
 mod conformance;
+mod enrol;
 mod flight_sql;
 mod harness;
 mod jwt;

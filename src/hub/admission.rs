@@ -1,0 +1,48 @@
+//! Which tenant an agent belongs to: listed in `hub.toml`, or enrolled in
+//! the hub's state. A revoked agent is refused whatever the file says.
+
+use std::collections::HashMap;
+
+use crate::state::Store;
+
+pub struct Admission {
+    /// Agent id -> tenant, from `tenants.NAME.agents`.
+    listed: HashMap<String, String>,
+    store: Option<Store>,
+}
+
+impl Admission {
+    pub fn new(listed: HashMap<String, String>, store: Option<Store>) -> Admission {
+        Admission { listed, store }
+    }
+
+    /// The agent's tenant, or why it is refused (said to the agent).
+    pub async fn tenant_of(&self, agent_id: &str) -> Result<String, String> {
+        let enrolled = match &self.store {
+            Some(s) => s.agent(agent_id).await.map_err(|e| {
+                format!("the hub cannot check this agent right now ({e}); it will retry")
+            })?,
+            None => None,
+        };
+        match enrolled {
+            Some(a) if a.revoked_ms.is_some() => Err(format!(
+                "agent {agent_id:?} was revoked; enrol it again with a new token"
+            )),
+            Some(a) => Ok(a.tenant),
+            None => self.listed.get(agent_id).cloned().ok_or_else(|| {
+                format!(
+                    "agent {agent_id:?} is not assigned to a tenant on this hub; enrol it with a token, or add it to tenants.NAME.agents"
+                )
+            }),
+        }
+    }
+
+    /// Records that an enrolled agent connected.
+    pub async fn seen(&self, agent_id: &str, version: &str) {
+        if let Some(s) = &self.store
+            && let Err(e) = s.seen(agent_id, version, None).await
+        {
+            tracing::warn!(agent = %agent_id, error = %e, "could not record the agent's visit");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Enrolment and the provisioning API, attacked: admin API keys, tokens
+//! that are replayed, expired or pin another hub, an agent that enrols,
+//! serves, is revoked (disconnected at once, refused afterwards), and
+//! tenants that cannot touch each other's agents.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gatehouse::agent::enroll::{EnrolError, enroll};
+use gatehouse::config::agent::HubConnection;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::harness::{Fixture, code, query, rows, sqlite, tpch_db};
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    key: String,
+}
+
+impl Api {
+    async fn new(fx: &Fixture) -> Api {
+        let addr = fx.admin.expect("the hub serves the provisioning API");
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(fx.pki.ca_cert()).unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        let url = format!(
+            "sqlite://{}",
+            fx.pki.dir.parent().unwrap().join("hub-state.db").display()
+        );
+        let key = gatehouse::state::Store::open(&url)
+            .await
+            .unwrap()
+            .create_api_key(&crate::harness::unique("test"))
+            .await
+            .unwrap();
+        Api {
+            base: format!("https://localhost:{}", addr.port()),
+            http,
+            key,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn token(&self, tenant: &str, agent: &str, ttl: u64) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/tenants/{tenant}/enrolment-tokens"),
+                Some(json!({"agent_id": agent, "ttl_secs": ttl})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["enrolment_token"].as_str().unwrap().to_string()
+    }
+}
+
+#[tokio::test]
+async fn agents_enrol_serve_and_are_revoked() {
+    let mut fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .tenant("globex", "gil")
+        .provisioning()
+        .start()
+        .await;
+    let api = Api::new(&fx).await;
+    let hub = api.base.clone();
+
+    // No key, a wrong key: refused.
+    let anonymous = api
+        .http
+        .get(format!("{hub}/v1/tenants"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let wrong = Api {
+        key: "gha_guess".into(),
+        base: hub.clone(),
+        http: api.http.clone(),
+    };
+    assert_eq!(wrong.call("GET", "/v1/tenants", None).await.0, 401);
+
+    // Enrol: the key pair is made here, the certificate comes back.
+    let token = api.token("acme", "acme-9", 600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = enroll(&hub, &token, dir.path()).await.unwrap();
+    assert_eq!((e.tenant.as_str(), e.agent_id.as_str()), ("acme", "acme-9"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&e.key).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the private key is for the service only"
+        );
+    }
+
+    // The token is spent.
+    let again = tempfile::tempdir().unwrap();
+    let err = enroll(&hub, &token, again.path()).await.unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    // An expired token.
+    let short = api.token("acme", "acme-10", 1).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let err = enroll(&hub, &short, again.path()).await.unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    // A token pinning another hub's CA: refused before anything is sent.
+    let fresh = api.token("acme", "acme-11", 600).await;
+    let (secret, _) = fresh.rsplit_once('.').unwrap();
+    let forged = format!("{secret}.{}", "ab".repeat(32));
+    let err = enroll(&hub, &forged, again.path()).await.unwrap_err();
+    assert!(matches!(err, EnrolError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("pins"), "{err}");
+    // ... so that token is still good.
+    enroll(&hub, &fresh, again.path()).await.unwrap();
+
+    // The enrolled agent serves its tenant.
+    let config = gatehouse::config::agent::AgentConfig {
+        hub: HubConnection {
+            address: fx.tunnel.to_string(),
+            server_name: Some("localhost".into()),
+            ca: e.hub_ca.clone(),
+            cert: e.cert.clone(),
+            key: e.key.clone(),
+        },
+        sources: BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
+        drain_timeout_secs: 5,
+        realtime_first: true,
+        audit: None,
+    };
+    fx.start_agent_with(config);
+    fx.wait_agents(1).await;
+    let mut alice = fx.client("alice").await;
+    assert_eq!(
+        rows(&query(&mut alice, "SELECT * FROM nation").await.unwrap()),
+        25
+    );
+    let (status, agents) = api.call("GET", "/v1/tenants/acme/agents", None).await;
+    assert_eq!(status, 200);
+    let me = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "acme-9")
+        .unwrap_or_else(|| panic!("{agents}"));
+    assert_eq!(me["status"], "connected");
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(me["sources"], json!(["tpch"]));
+
+    // Another tenant cannot see or revoke it.
+    let (status, listed) = api.call("GET", "/v1/tenants/globex/agents", None).await;
+    assert!(
+        status == 404 || listed.as_array().is_some_and(|a| a.is_empty()),
+        "{status} {listed}"
+    );
+    let (status, _) = api
+        .call("POST", "/v1/tenants/globex/agents/acme-9/revoke", None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(fx.registry().count(), 1);
+
+    // Revoked: disconnected at once, refused when it comes back.
+    let (status, body) = api
+        .call("POST", "/v1/tenants/acme/agents/acme-9/revoke", None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    for _ in 0..50 {
+        if fx.registry().count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        fx.registry().count(),
+        0,
+        "the revoked agent is still connected"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fx.registry().count(), 0, "the revoked agent got back in");
+    let e = query(&mut alice, "SELECT * FROM nation").await.unwrap_err();
+    assert_eq!(code(&e), Code::Unavailable, "{e}");
+    let (_, agents) = api.call("GET", "/v1/tenants/acme/agents", None).await;
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == "acme-9" && a["status"] == "revoked"),
+        "{agents}"
+    );
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn tenants_are_managed_and_the_api_is_documented() {
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .provisioning()
+        .start()
+        .await;
+    let api = Api::new(&fx).await;
+    let (status, t) = api
+        .call("POST", "/v1/tenants", Some(json!({"name": "initech"})))
+        .await;
+    assert_eq!(status, 201, "{t}");
+    assert_eq!(t["name"], "initech");
+    let (status, e) = api
+        .call("POST", "/v1/tenants", Some(json!({"name": "initech"})))
+        .await;
+    assert_eq!(status, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("already exists"));
+    let (status, e) = api
+        .call("POST", "/v1/tenants", Some(json!({"name": "no spaces"})))
+        .await;
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = api
+        .call(
+            "POST",
+            "/v1/tenants/initech/enrolment-tokens",
+            Some(json!({"agent_id": "i-1", "ttl_secs": 0})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = api
+        .call(
+            "POST",
+            "/v1/tenants/nobody/enrolment-tokens",
+            Some(json!({"agent_id": "n-1"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{e}");
+    let (_, list) = api.call("GET", "/v1/tenants", None).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "initech")
+    );
+    assert_eq!(api.call("DELETE", "/v1/tenants/initech", None).await.0, 204);
+    assert_eq!(api.call("DELETE", "/v1/tenants/initech", None).await.0, 404);
+
+    // The OpenAPI document describes every route the API serves.
+    let doc: Value = api
+        .http
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/v1/tenants",
+        "/v1/tenants/{tenant}",
+        "/v1/tenants/{tenant}/enrolment-tokens",
+        "/v1/tenants/{tenant}/agents",
+        "/v1/tenants/{tenant}/agents/{agent}/revoke",
+        "/v1/enrol",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    fx.stop().await;
+}
