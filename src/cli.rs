@@ -64,6 +64,20 @@ pub enum HubCommand {
     },
     /// Read a password on standard input and print its Argon2 hash for password_hash.
     HashPassword,
+    /// Call the provisioning API (prints its JSON answer).
+    Admin {
+        /// The API's address, e.g. https://hub.example.com:8443
+        #[arg(long, env = "GATEHOUSE_ADMIN_URL")]
+        url: String,
+        /// An admin API key (`gatehouse hub api-key NAME`).
+        #[arg(long, env = "GATEHOUSE_ADMIN_KEY", hide_env_values = true)]
+        key: String,
+        /// CA certificate (PEM) to trust for the API, instead of the system's roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crate::hub::admin_client::AdminAction,
+    },
     /// Create an admin API key for the provisioning API (needs [state]); printed once.
     ApiKey {
         /// A name for the key (who or what uses it).

@@ -82,6 +82,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config::load::<HubConfig>(&args.config)?;
                 println!("{}: ok", args.config.display());
             }
+            Some(HubCommand::Admin {
+                url,
+                key,
+                ca,
+                action,
+            }) => {
+                let client =
+                    gatehouse::hub::admin_client::AdminClient::new(&url, &key, ca.as_deref())?;
+                let answer = client.run(&action).await?;
+                if !answer.is_null() {
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                }
+            }
             Some(HubCommand::ApiKey { name }) => {
                 let cfg = config::load::<HubConfig>(&args.config)?;
                 let state = cfg.state.context(

@@ -1,6 +1,7 @@
 //! The hub: accepts agent tunnels, serves Arrow Flight SQL, routes queries.
 
 pub mod admin;
+pub mod admin_client;
 mod admission;
 mod audit;
 mod flight;

@@ -256,6 +256,53 @@ async fn tenants_are_managed_and_the_api_is_documented() {
     assert_eq!(api.call("DELETE", "/v1/tenants/initech", None).await.0, 204);
     assert_eq!(api.call("DELETE", "/v1/tenants/initech", None).await.0, 404);
 
+    // The same through `gatehouse hub admin`'s client.
+    use gatehouse::hub::admin_client::{AdminAction, AdminClient, ClientError};
+    let cli = AdminClient::new(&api.base, &api.key, Some(&fx.pki.ca_cert())).unwrap();
+    let hooli = AdminAction::CreateTenant {
+        name: "hooli".into(),
+    };
+    assert_eq!(cli.run(&hooli).await.unwrap()["name"], "hooli");
+    let listed = cli.run(&AdminAction::Tenants).await.unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "hooli")
+    );
+    let token = cli
+        .run(&AdminAction::Token {
+            tenant: "hooli".into(),
+            agent_id: "h-1".into(),
+            ttl_secs: 60,
+        })
+        .await
+        .unwrap();
+    assert!(
+        token["enrolment_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("ghe_")
+    );
+    let missing = cli
+        .run(&AdminAction::Revoke {
+            tenant: "hooli".into(),
+            agent_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, ClientError::Refused { status: 404, .. }),
+        "{missing}"
+    );
+    let stranger = AdminClient::new(&api.base, "gha_guess", Some(&fx.pki.ca_cert())).unwrap();
+    let refused = stranger.run(&AdminAction::Tenants).await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::Refused { status: 401, .. }),
+        "{refused}"
+    );
+
     // The OpenAPI document describes every route the API serves.
     let doc: Value = api
         .http
