@@ -194,6 +194,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/v1/tenants/{tenant}", axum::routing::delete(delete_tenant))
         .route("/v1/tenants/{tenant}/enrolment-tokens", post(issue_token))
         .route("/v1/tenants/{tenant}/agents", get(list_agents))
+        .route("/v1/tenants/{tenant}/audit", get(read_audit))
         .route(
             "/v1/tenants/{tenant}/agents/{agent}/revoke",
             post(revoke_agent),
@@ -382,6 +383,30 @@ async fn list_agents(
                 }
             })
             .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// At most this many records, newest first (default 100, at most 10,000).
+    limit: Option<i64>,
+    /// Only records before this time (Unix ms), to page back.
+    before_ms: Option<i64>,
+}
+
+async fn read_audit(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<Vec<crate::state::AuditRow>>> {
+    operator(&admin, &headers).await?;
+    Ok(Json(
+        admin
+            .store
+            .audit(&tenant, q.before_ms, q.limit.unwrap_or(100))
+            .await?,
     ))
 }
 

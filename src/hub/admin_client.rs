@@ -42,6 +42,12 @@ pub enum AdminAction {
     Agents { tenant: String },
     /// Revoke an agent: it is disconnected at once and refused afterwards.
     Revoke { tenant: String, agent_id: String },
+    /// Read a tenant's audit trail, newest first.
+    Audit {
+        tenant: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 impl AdminClient {
@@ -89,6 +95,14 @@ impl AdminClient {
             AdminAction::Agents { tenant } => {
                 self.call("GET", &format!("/v1/tenants/{tenant}/agents"), None)
                     .await
+            }
+            AdminAction::Audit { tenant, limit } => {
+                self.call(
+                    "GET",
+                    &format!("/v1/tenants/{tenant}/audit?limit={limit}"),
+                    None,
+                )
+                .await
             }
             AdminAction::Revoke { tenant, agent_id } => {
                 self.call(

@@ -55,7 +55,7 @@ pub struct HubFlight {
     pub sessions: Sessions,
     pub jwt: Verifier,
     pub parked: Arc<Parked>,
-    pub audit: Option<Arc<crate::audit::AuditLog>>,
+    pub audit: audit::Sinks,
     /// Default source per tenant, from the hub's configuration.
     pub default_sources: std::collections::HashMap<String, String>,
     sql_info: SqlInfoData,
@@ -69,7 +69,7 @@ impl HubFlight {
         jwt: Verifier,
         parked: Arc<Parked>,
         default_sources: std::collections::HashMap<String, String>,
-        audit: Option<Arc<crate::audit::AuditLog>>,
+        audit: audit::Sinks,
     ) -> Self {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "Gatehouse");
@@ -240,7 +240,7 @@ impl HubFlight {
                 batch_rows: 0,
             }),
         );
-        let mut entry = audit::Entry::begin(self.audit.as_ref(), p, st, &req.query_id);
+        let mut entry = audit::Entry::begin(&self.audit, p, st, &req.query_id);
         let started = async {
             let mode = pb::Mode::try_from(st.mode).unwrap_or(pb::Mode::Realtime);
             Self::authorize(p, &st.source, Some(mode))?;

@@ -161,6 +161,18 @@ impl Hub {
             .iter()
             .filter_map(|(t, c)| c.default_source.clone().map(|s| (t.clone(), s)))
             .collect();
+        let (audit_tx, audit_writer) = match &self.store {
+            Some(store) => {
+                let (tx, writer) = audit::db_writer(store.clone());
+                (Some(tx), Some(writer))
+            }
+            None => (None, None),
+        };
+        let audit_writer = async {
+            if let Some(w) = audit_writer {
+                w.await;
+            }
+        };
         let service = flight::HubFlight::new(
             self.registry.clone(),
             Users::from_config(&self.config),
@@ -168,7 +180,15 @@ impl Hub {
             jwt,
             parked.clone(),
             defaults,
-            self.audit.clone(),
+            audit::Sinks {
+                file: self.audit.clone(),
+                db: audit_tx,
+                hash_sql: self
+                    .config
+                    .audit
+                    .as_ref()
+                    .is_some_and(|a| a.sql == crate::config::AuditSql::Hash),
+            },
         );
         let tunnel_addr = self.tunnel_addr();
         let flight_addr = self.flight_addr();
@@ -243,8 +263,15 @@ impl Hub {
                 a.run(shutdown.clone(), tracker.clone()).await;
             }
         };
-        let (served, (), (), ()) = tokio::join!(flight, agents, reaper, provisioning);
-        parked.clear();
+        // Parked queries hold audit records: drop them when Flight is done,
+        // so the audit writer sees its last sender go and finishes.
+        let flight = async {
+            let r = flight.await;
+            parked.clear();
+            r
+        };
+        let (served, (), (), (), ()) =
+            tokio::join!(flight, agents, reaper, provisioning, audit_writer);
         tracker.close();
         tracker.wait().await;
         self.endpoint.wait_idle().await;

@@ -55,6 +55,27 @@ pub struct AgentRecord {
     pub latency_ms: Option<f64>,
 }
 
+/// One query in the hub's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AuditRow {
+    pub query_id: String,
+    pub time_ms: i64,
+    pub tenant: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub source: String,
+    pub agent: Option<String>,
+    pub mode: String,
+    pub sql: Option<String>,
+    pub sql_sha256: Option<String>,
+    pub rows: i64,
+    pub bytes: i64,
+    pub duration_ms: f64,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+}
+
 /// An issued enrolment token: the secret is shown once, only its hash is kept.
 #[derive(Debug, Clone, Serialize)]
 pub struct IssuedToken {
@@ -393,6 +414,73 @@ impl Store {
                 .await?
                 .map(|r| r.get(0)),
         )
+    }
+
+    pub async fn insert_audit(&self, r: &AuditRow) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO audit (query_id, time_ms, tenant, user_name, groups_json, source, agent, mode,
+                                sql_text, sql_sha256, rows_sent, bytes_sent, duration_ms, outcome, error_code, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&r.query_id)
+        .bind(r.time_ms)
+        .bind(&r.tenant)
+        .bind(&r.user)
+        .bind(serde_json::to_string(&r.groups).unwrap_or_else(|_| "[]".into()))
+        .bind(&r.source)
+        .bind(&r.agent)
+        .bind(&r.mode)
+        .bind(&r.sql)
+        .bind(&r.sql_sha256)
+        .bind(r.rows)
+        .bind(r.bytes)
+        .bind(r.duration_ms)
+        .bind(&r.outcome)
+        .bind(&r.error_code)
+        .bind(&r.error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A tenant's audit trail, newest first, before `before_ms` if given.
+    pub async fn audit(
+        &self,
+        tenant: &str,
+        before_ms: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StateError> {
+        let rows = sqlx::query(
+            "SELECT query_id, time_ms, tenant, user_name, groups_json, source, agent, mode, sql_text,
+                    sql_sha256, rows_sent, bytes_sent, duration_ms, outcome, error_code, error
+             FROM audit WHERE tenant = $1 AND time_ms < $2 ORDER BY time_ms DESC, query_id LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(before_ms.unwrap_or(i64::MAX))
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRow {
+                query_id: r.get(0),
+                time_ms: r.get(1),
+                tenant: r.get(2),
+                user: r.get(3),
+                groups: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_default(),
+                source: r.get(5),
+                agent: r.get(6),
+                mode: r.get(7),
+                sql: r.get(8),
+                sql_sha256: r.get(9),
+                rows: r.get(10),
+                bytes: r.get(11),
+                duration_ms: r.get(12),
+                outcome: r.get(13),
+                error_code: r.get(14),
+                error: r.get(15),
+            })
+            .collect())
     }
 }
 

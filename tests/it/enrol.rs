@@ -164,6 +164,33 @@ async fn agents_enrol_serve_and_are_revoked() {
     assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(me["sources"], json!(["tpch"]));
 
+    // The hub's audit trail, through the API.
+    // (Records are stored just after the query ends: allow a moment.)
+    let mut trail = Value::Null;
+    for _ in 0..30 {
+        let (status, t) = api
+            .call("GET", "/v1/tenants/acme/audit?limit=10", None)
+            .await;
+        assert_eq!(status, 200, "{t}");
+        trail = t;
+        if trail.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["sql"] == "SELECT * FROM nation")
+        .unwrap_or_else(|| panic!("{trail}"));
+    assert_eq!(
+        (&ok["user"], &ok["agent"], &ok["rows"], &ok["outcome"]),
+        (&json!("alice"), &json!("acme-9"), &json!(25), &json!("ok"))
+    );
+    let (_, other) = api.call("GET", "/v1/tenants/globex/audit", None).await;
+    assert_eq!(other, json!([]), "another tenant's trail is its own");
+
     // Another tenant cannot see or revoke it.
     let (status, listed) = api.call("GET", "/v1/tenants/globex/agents", None).await;
     assert!(
@@ -320,6 +347,7 @@ async fn tenants_are_managed_and_the_api_is_documented() {
         "/v1/tenants/{tenant}/enrolment-tokens",
         "/v1/tenants/{tenant}/agents",
         "/v1/tenants/{tenant}/agents/{agent}/revoke",
+        "/v1/tenants/{tenant}/audit",
         "/v1/enrol",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
