@@ -164,6 +164,7 @@ pub fn configs(
             ca: pki.ca_cert(),
             cert,
             key,
+            renew_before_days: None,
         },
         sources: BTreeMap::from([(
             DEMO_SOURCE.to_string(),

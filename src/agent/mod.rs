@@ -6,6 +6,7 @@ pub mod audit;
 mod backoff;
 pub mod enroll;
 mod query;
+pub mod renew;
 mod session;
 
 use std::collections::HashMap;
@@ -98,6 +99,8 @@ pub type Sources = Arc<HashMap<String, Arc<Source>>>;
 pub struct Served {
     pub sources: Sources,
     pub audit: Option<Arc<audit::AuditLog>>,
+    /// The agent's certificate, renewed over the tunnel before it expires.
+    pub identity: renew::Identity,
 }
 
 pub struct Agent {
@@ -170,6 +173,14 @@ impl Agent {
                 }),
             );
         }
+        let identity = renew::Identity {
+            cert: config.hub.cert.clone(),
+            key: config.hub.key.clone(),
+            renew_before: config
+                .hub
+                .renew_before_days
+                .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+        };
         let audit = match &config.audit {
             Some(a) => Some(Arc::new(audit::AuditLog::open(a).map_err(|error| {
                 AgentError::Audit {
@@ -200,6 +211,7 @@ impl Agent {
             served: Served {
                 sources: Arc::new(sources),
                 audit,
+                identity,
             },
             endpoint,
             bulk: Some(bulk),
@@ -219,9 +231,17 @@ impl Agent {
                 address: address.clone(),
                 detail: "no addresses".into(),
             })?;
+        // The certificate files are read for each connection: a renewed
+        // certificate is used from the next one on.
+        let hub = &self.config.hub;
+        let tls = tls::client_config(&hub.ca, &hub.cert, &hub.key)?;
         let connecting = self
             .endpoint
-            .connect(addr, self.config.hub.server_name())
+            .connect_with(
+                quic::client_config(tls, MAX_QUERY_STREAMS)?,
+                addr,
+                hub.server_name(),
+            )
             .map_err(TransportError::from)?;
         let conn = connecting.await.map_err(TransportError::from)?;
         Ok(Connection::Quic(conn))

@@ -14,6 +14,8 @@ use crate::protocol::{FrameReader, FrameWriter, PROTOCOL_VERSION, pb};
 use crate::transport::{CODE_SHUTDOWN, Connection, PRIORITY_CONTROL};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the agent checks whether its certificate is due for renewal.
+const RENEW_CHECK: Duration = Duration::from_secs(3600);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -82,6 +84,11 @@ pub async fn run(
     )));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // The key of a certificate renewal in flight (primary tunnel only).
+    let pending: std::sync::Mutex<Option<rcgen::KeyPair>> = Default::default();
+    let mut renew_check = tokio::time::interval(RENEW_CHECK);
+    renew_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
     // Reading the control stream lives in one future for the whole session,
     // so no half-read frame is ever dropped by the select below.
     let control = async {
@@ -91,6 +98,24 @@ pub async fn run(
                     msg: Some(pb::hub_control::Msg::Error(e)),
                 })) => {
                     warn!(parent: &span, message = %e.message, "hub reported an error");
+                }
+                Ok(Some(pb::HubControl {
+                    msg: Some(pb::hub_control::Msg::Renewed(r)),
+                })) => {
+                    let key = pending.lock().expect("renewal lock").take();
+                    match key
+                        .map(|k| super::renew::install(&served.identity, &k, &r.certificate_pem))
+                    {
+                        Some(Ok(())) => {
+                            info!(parent: &span, not_after_ms = r.not_after_ms, "certificate renewed; used from the next connection")
+                        }
+                        Some(Err(e)) => {
+                            warn!(parent: &span, error = %e, "could not store the renewed certificate; keeping the old one")
+                        }
+                        None => {
+                            warn!(parent: &span, "the hub sent a certificate nobody asked for; ignored")
+                        }
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(()),
@@ -116,6 +141,20 @@ pub async fn run(
                 }
                 Err(e) => break Err(AgentError::from(e)),
             },
+            _ = renew_check.tick(), if !lane => {
+                if pending.lock().expect("renewal lock").is_none() && super::renew::due(&served.identity) {
+                    match super::renew::request() {
+                        Ok((key, request)) => {
+                            info!(parent: &span, "asking the hub to renew this agent's certificate");
+                            if let Err(e) = writer.send(&request).await {
+                                break Err(e.into());
+                            }
+                            *pending.lock().expect("renewal lock") = Some(key);
+                        }
+                        Err(e) => warn!(parent: &span, error = %e, "cannot make a key for renewal"),
+                    }
+                }
+            }
             _ = heartbeat.tick() => {
                 let hb = pb::AgentControl { msg: Some(pb::agent_control::Msg::Heartbeat(pb::Heartbeat {
                     sent_unix_ms: unix_ms(),

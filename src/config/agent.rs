@@ -52,6 +52,10 @@ pub struct HubConnection {
     /// This agent's client certificate and key (PEM).
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Renew the certificate over the tunnel when fewer days than this are
+    /// left (default: a third of its lifetime). The hub renews only
+    /// certificates it issued by enrolment.
+    pub renew_before_days: Option<u32>,
 }
 
 impl HubConnection {

@@ -46,17 +46,66 @@ pub enum AdminError {
     },
 }
 
+/// Signs agents' certificate requests with the agents' CA.
+pub struct Signer {
+    issuer: Issuer<'static, KeyPair>,
+    cert_days: u32,
+}
+
+impl Signer {
+    pub fn load(cfg: &AdminListener, client_ca: &std::path::Path) -> Result<Signer, AdminError> {
+        let bad = |e: String| AdminError::File {
+            what: "client_ca_key",
+            path: cfg.client_ca_key.clone(),
+            error: e,
+        };
+        let ca_key = KeyPair::from_pem(&read("client_ca_key", &cfg.client_ca_key)?)
+            .map_err(|e| bad(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(&read("client_ca", client_ca)?, ca_key)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Signer {
+            issuer,
+            cert_days: cfg.agent_cert_days,
+        })
+    }
+
+    /// A client certificate for `agent_id` for the key in `csr_pem`: the
+    /// hub decides what it says, whatever the request asked for.
+    pub fn sign(&self, csr_pem: &str, agent_id: &str) -> Result<(String, i64), String> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("the certificate request is not a valid PKCS#10 PEM: {e}"))?;
+        let now = time::OffsetDateTime::now_utc();
+        let not_after = now + time::Duration::days(i64::from(self.cert_days));
+        let p = &mut csr.params;
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, agent_id);
+        p.subject_alt_names = Vec::new();
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = not_after;
+        p.use_authority_key_identifier_extension = true;
+        let cert = csr
+            .signed_by(&self.issuer)
+            .map_err(|e| format!("cannot sign this certificate request: {e}"))?;
+        Ok((
+            cert.pem(),
+            (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+        ))
+    }
+}
+
 /// What the API serves with.
 pub struct Admin {
     store: Store,
     registry: Arc<Registry>,
     /// Tenants defined in `hub.toml` (they may get tokens without being created first).
     config_tenants: HashSet<String>,
-    issuer: Issuer<'static, KeyPair>,
+    signer: Arc<Signer>,
     /// The CA at the end of the admin listener's chain, which tokens pin.
     hub_ca_pem: String,
     pin: String,
-    cert_days: u32,
 }
 
 /// The admin listener: TLS configuration and the bound socket.
@@ -77,10 +126,10 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<String, AdminError
 impl AdminServer {
     pub async fn bind(
         cfg: &AdminListener,
-        client_ca: &std::path::Path,
         store: Store,
         registry: Arc<Registry>,
         config_tenants: HashSet<String>,
+        signer: Arc<Signer>,
     ) -> Result<AdminServer, AdminError> {
         let bad = |what, path: &std::path::Path, e: String| AdminError::File {
             what,
@@ -107,10 +156,6 @@ impl AdminServer {
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| bad("tls_chain", &cfg.tls_chain, e.to_string()))?;
-        let ca_key = KeyPair::from_pem(&read("client_ca_key", &cfg.client_ca_key)?)
-            .map_err(|e| bad("client_ca_key", &cfg.client_ca_key, e.to_string()))?;
-        let issuer = Issuer::from_ca_cert_pem(&read("client_ca", client_ca)?, ca_key)
-            .map_err(|e| bad("client_ca_key", &cfg.client_ca_key, e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|error| AdminError::Listen {
@@ -122,10 +167,9 @@ impl AdminServer {
                 store,
                 registry,
                 config_tenants,
-                issuer,
+                signer,
                 hub_ca_pem,
                 pin,
-                cert_days: cfg.agent_cert_days,
             }),
             listener,
             tls: Arc::new(tls),
@@ -458,7 +502,7 @@ async fn enrol(
     Json(body): Json<EnrolRequest>,
 ) -> ApiResult<(StatusCode, Json<Enrolled>)> {
     // Check the request before the token is used up by it.
-    let mut csr = CertificateSigningRequestParams::from_pem(&body.csr).map_err(|e| {
+    CertificateSigningRequestParams::from_pem(&body.csr).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("the certificate request is not a valid PKCS#10 PEM: {e}"),
@@ -471,27 +515,10 @@ async fn enrol(
             return Err(ApiError(StatusCode::FORBIDDEN, refusal.to_string()));
         }
     };
-    // The hub decides who the certificate names and what it is for.
-    let now = time::OffsetDateTime::now_utc();
-    let not_after = now + time::Duration::days(i64::from(admin.cert_days));
-    let p = &mut csr.params;
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name
-        .push(DnType::CommonName, agent_id.as_str());
-    p.subject_alt_names = Vec::new();
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    p.not_before = now - time::Duration::minutes(5);
-    p.not_after = not_after;
-    p.use_authority_key_identifier_extension = true;
-    let cert = csr.signed_by(&admin.issuer).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("cannot sign this certificate request: {e}"),
-        )
-    })?;
-    let not_after_ms = (not_after.unix_timestamp_nanos() / 1_000_000) as i64;
+    let (certificate, not_after_ms) = admin
+        .signer
+        .sign(&body.csr, &agent_id)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     admin
         .store
         .enrol_agent(&agent_id, &tenant, not_after_ms)
@@ -502,7 +529,7 @@ async fn enrol(
         Json(Enrolled {
             tenant,
             agent_id,
-            certificate: cert.pem(),
+            certificate,
             hub_ca: admin.hub_ca_pem.clone(),
             not_after_ms,
         }),

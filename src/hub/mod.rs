@@ -70,6 +70,7 @@ pub struct Hub {
     audit: Option<Arc<crate::audit::AuditLog>>,
     store: Option<crate::state::Store>,
     admin: Option<admin::AdminServer>,
+    signer: Option<Arc<admin::Signer>>,
 }
 
 impl Hub {
@@ -103,14 +104,18 @@ impl Hub {
             None => None,
         };
         let registry = Arc::new(Registry::default());
-        let admin = match (&config.admin, &store) {
-            (Some(a), Some(store)) => Some(
+        let signer = match &config.admin {
+            Some(a) => Some(Arc::new(admin::Signer::load(a, &config.tunnel.client_ca)?)),
+            None => None,
+        };
+        let admin = match (&config.admin, &store, &signer) {
+            (Some(a), Some(store), Some(signer)) => Some(
                 admin::AdminServer::bind(
                     a,
-                    &config.tunnel.client_ca,
                     store.clone(),
                     registry.clone(),
                     config.tenants.keys().cloned().collect(),
+                    signer.clone(),
                 )
                 .await?,
             ),
@@ -131,6 +136,7 @@ impl Hub {
             audit,
             store,
             admin,
+            signer,
         })
     }
 
@@ -200,6 +206,7 @@ impl Hub {
             Arc::new(admission::Admission::new(
                 self.config.tenant_of_agent(),
                 self.store.clone(),
+                self.signer.clone(),
             )),
             shutdown.clone(),
             tracker.clone(),

@@ -139,10 +139,21 @@ async fn agent_session(
     let sources: Vec<&str> = handle.sources.iter().map(|s| s.name.as_str()).collect();
     info!(agent = %agent_id, %tenant, version = %handle.version, host = %handle.hostname, sources = ?sources, "agent connected");
 
-    let (drained, result) = control_loop(&conn, &mut writer, &mut reader, shutdown, |reason| {
-        info!(agent = %agent_id, %reason, "agent draining");
-        handle.draining.store(true, Ordering::Relaxed);
-    })
+    let renewals = Renewals {
+        admission,
+        agent_id: &agent_id,
+    };
+    let (drained, result) = control_loop(
+        &conn,
+        &mut writer,
+        &mut reader,
+        shutdown,
+        Some(&renewals),
+        |reason| {
+            info!(agent = %agent_id, %reason, "agent draining");
+            handle.draining.store(true, Ordering::Relaxed);
+        },
+    )
     .await;
     registry.remove(&tenant, &agent_id, conn.id());
     info!(agent = %agent_id, %tenant, "agent disconnected");
@@ -175,7 +186,8 @@ async fn lane_session(
     *handle.lane.lock().expect("lane lock") = Some(conn.clone());
     writer.send(&hello_ack(agent_id, tenant)).await?;
     info!(agent = %agent_id, %tenant, "realtime lane connected");
-    let (drained, result) = control_loop(&conn, &mut writer, &mut reader, shutdown, |_| {}).await;
+    let (drained, result) =
+        control_loop(&conn, &mut writer, &mut reader, shutdown, None, |_| {}).await;
     let mut lane = handle.lane.lock().expect("lane lock");
     if lane.as_ref().is_some_and(|l| l.id() == conn.id()) {
         *lane = None;
@@ -198,11 +210,18 @@ fn hello_ack(agent_id: &str, tenant: &str) -> pb::HubControl {
 /// Answers heartbeats until the agent closes its control stream or the hub
 /// shuts down (then it closes the connection). Returns whether the agent
 /// announced a drain, and how the stream ended.
+/// Certificate renewal for the agent on a primary tunnel.
+struct Renewals<'a> {
+    admission: &'a Admission,
+    agent_id: &'a str,
+}
+
 async fn control_loop(
     conn: &Connection,
     writer: &mut FrameWriter<crate::transport::SendHalf>,
     reader: &mut FrameReader<crate::transport::RecvHalf>,
     shutdown: &CancellationToken,
+    renewals: Option<&Renewals<'_>>,
     mut on_drain: impl FnMut(&str),
 ) -> (bool, Result<(), SessionError>) {
     let mut drained = false;
@@ -216,6 +235,17 @@ async fn control_loop(
                 Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(d)) })) => {
                     drained = true;
                     on_drain(&d.reason);
+                }
+                Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Renew(r)) })) => {
+                    let answer = match renewals {
+                        Some(rn) => rn.admission.renew(rn.agent_id, &r.csr_pem).await,
+                        None => Err("renew on the primary tunnel, not the realtime lane".into()),
+                    };
+                    let msg = match answer {
+                        Ok((certificate_pem, not_after_ms)) => pb::hub_control::Msg::Renewed(pb::Renewed { certificate_pem, not_after_ms }),
+                        Err(message) => pb::hub_control::Msg::Error(pb::HubError { message }),
+                    };
+                    if let Err(e) = writer.send(&pb::HubControl { msg: Some(msg) }).await { break Err(e.into()); }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),

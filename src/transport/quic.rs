@@ -65,14 +65,23 @@ pub fn server_endpoint(
 }
 
 /// The agent's client endpoint; it never accepts connections.
+/// The QUIC client configuration for `tls` (one connection's worth).
+pub fn client_config(
+    tls: rustls::ClientConfig,
+    accept_streams: u32,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config(accept_streams)));
+    Ok(cfg)
+}
+
 pub fn client_endpoint(
     bind: SocketAddr,
     tls: rustls::ClientConfig,
     accept_streams: u32,
 ) -> Result<Endpoint, TransportError> {
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config(accept_streams)));
+    let cfg = client_config(tls, accept_streams)?;
     let socket = udp_socket(bind)?;
     let mut ep = Endpoint::new(
         EndpointConfig::default(),

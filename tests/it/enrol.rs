@@ -139,6 +139,7 @@ async fn agents_enrol_serve_and_are_revoked() {
             ca: e.hub_ca.clone(),
             cert: e.cert.clone(),
             key: e.key.clone(),
+            renew_before_days: None,
         },
         sources: BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
         drain_timeout_secs: 5,
@@ -352,5 +353,68 @@ async fn tenants_are_managed_and_the_api_is_documented() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
     }
+    fx.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_are_renewed_over_the_tunnel() {
+    let mut fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .provisioning()
+        .start()
+        .await;
+    let api = Api::new(&fx).await;
+    let token = api.token("acme", "acme-r", 600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = enroll(&api.base, &token, dir.path()).await.unwrap();
+    let (first_cert, first_key) = (
+        std::fs::read_to_string(&e.cert).unwrap(),
+        std::fs::read_to_string(&e.key).unwrap(),
+    );
+    let config = gatehouse::config::agent::AgentConfig {
+        hub: HubConnection {
+            address: fx.tunnel.to_string(),
+            server_name: Some("localhost".into()),
+            ca: e.hub_ca.clone(),
+            cert: e.cert.clone(),
+            key: e.key.clone(),
+            // A 30-day certificate with a year's margin: due at once.
+            renew_before_days: Some(365),
+        },
+        sources: BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
+        drain_timeout_secs: 5,
+        realtime_first: true,
+        audit: None,
+    };
+    fx.start_agent_with(config.clone());
+    fx.wait_agents(1).await;
+    let mut renewed = false;
+    for _ in 0..100 {
+        if std::fs::read_to_string(&e.cert).unwrap() != first_cert {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed, "the agent did not renew its certificate");
+    let new_key = std::fs::read_to_string(&e.key).unwrap();
+    assert_ne!(new_key, first_key, "a renewal uses a new key pair");
+    let pem = std::fs::read(&e.cert).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let cn = cert.subject().iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), "acme-r");
+
+    // The next connection uses the renewed certificate.
+    fx.agents.pop().unwrap().stop().await;
+    let mut quiet = config;
+    quiet.hub.renew_before_days = None;
+    fx.start_agent_with(quiet);
+    fx.wait_agents(1).await;
+    let mut alice = fx.client("alice").await;
+    assert_eq!(
+        rows(&query(&mut alice, "SELECT * FROM nation").await.unwrap()),
+        25
+    );
     fx.stop().await;
 }

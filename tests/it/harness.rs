@@ -450,6 +450,7 @@ impl Fixture {
                 ca: self.pki.ca_cert(),
                 cert,
                 key,
+                renew_before_days: None,
             },
             sources,
             drain_timeout_secs: 5,
