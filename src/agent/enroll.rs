@@ -5,7 +5,6 @@
 //! the TLS connection is verified against that CA only, so a man in the
 //! middle (even one with a publicly trusted certificate) is refused.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -136,22 +135,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), EnrolError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|error| EnrolError::Write {
-            path: path.into(),
-            error,
-        })
+    super::renew::write(path, bytes, mode).map_err(|error| EnrolError::Write {
+        path: path.into(),
+        error,
+    })
 }
 
 /// Trusts only a chain that includes the pinned CA, verified as usual

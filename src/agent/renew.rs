@@ -72,7 +72,8 @@ pub fn install(id: &Identity, key: &rcgen::KeyPair, cert_pem: &str) -> std::io::
     std::fs::rename(&cert_tmp, &id.cert)
 }
 
-fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Writes `bytes` to `path` with `mode` (on Unix), flushed to disk.
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

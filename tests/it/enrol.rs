@@ -70,6 +70,28 @@ impl Api {
     }
 }
 
+/// An agent serving TPC-H with the certificate an enrolment gave it.
+fn enrolled_agent(
+    fx: &Fixture,
+    e: &gatehouse::agent::enroll::Enrolment,
+    renew_before_days: Option<u32>,
+) -> gatehouse::config::agent::AgentConfig {
+    gatehouse::config::agent::AgentConfig {
+        hub: HubConnection {
+            address: fx.tunnel.to_string(),
+            server_name: Some("localhost".into()),
+            ca: e.hub_ca.clone(),
+            cert: e.cert.clone(),
+            key: e.key.clone(),
+            renew_before_days,
+        },
+        sources: BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
+        drain_timeout_secs: 5,
+        realtime_first: true,
+        audit: None,
+    }
+}
+
 #[tokio::test]
 async fn agents_enrol_serve_and_are_revoked() {
     let mut fx = Fixture::builder()
@@ -132,21 +154,7 @@ async fn agents_enrol_serve_and_are_revoked() {
     enroll(&hub, &fresh, again.path()).await.unwrap();
 
     // The enrolled agent serves its tenant.
-    let config = gatehouse::config::agent::AgentConfig {
-        hub: HubConnection {
-            address: fx.tunnel.to_string(),
-            server_name: Some("localhost".into()),
-            ca: e.hub_ca.clone(),
-            cert: e.cert.clone(),
-            key: e.key.clone(),
-            renew_before_days: None,
-        },
-        sources: BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
-        drain_timeout_secs: 5,
-        realtime_first: true,
-        audit: None,
-    };
-    fx.start_agent_with(config);
+    fx.start_agent_with(enrolled_agent(&fx, &e, None));
     fx.wait_agents(1).await;
     let mut alice = fx.client("alice").await;
     assert_eq!(
@@ -371,22 +379,8 @@ async fn certificates_are_renewed_over_the_tunnel() {
         std::fs::read_to_string(&e.cert).unwrap(),
         std::fs::read_to_string(&e.key).unwrap(),
     );
-    let config = gatehouse::config::agent::AgentConfig {
-        hub: HubConnection {
-            address: fx.tunnel.to_string(),
-            server_name: Some("localhost".into()),
-            ca: e.hub_ca.clone(),
-            cert: e.cert.clone(),
-            key: e.key.clone(),
-            // A 30-day certificate with a year's margin: due at once.
-            renew_before_days: Some(365),
-        },
-        sources: BTreeMap::from([("tpch".to_string(), sqlite(tpch_db()))]),
-        drain_timeout_secs: 5,
-        realtime_first: true,
-        audit: None,
-    };
-    fx.start_agent_with(config.clone());
+    // A 30-day certificate with a year's margin: due at once.
+    fx.start_agent_with(enrolled_agent(&fx, &e, Some(365)));
     fx.wait_agents(1).await;
     let mut renewed = false;
     for _ in 0..100 {
@@ -407,9 +401,7 @@ async fn certificates_are_renewed_over_the_tunnel() {
 
     // The next connection uses the renewed certificate.
     fx.agents.pop().unwrap().stop().await;
-    let mut quiet = config;
-    quiet.hub.renew_before_days = None;
-    fx.start_agent_with(quiet);
+    fx.start_agent_with(enrolled_agent(&fx, &e, None));
     fx.wait_agents(1).await;
     let mut alice = fx.client("alice").await;
     assert_eq!(

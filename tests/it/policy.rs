@@ -15,17 +15,21 @@ fn tpch(limits: Limits) -> SourceConfig {
     s
 }
 
+async fn tpch_fixture(limits: Limits) -> Fixture {
+    Fixture::builder()
+        .tenant("acme", "alice")
+        .agent("acme", "acme-1", vec![("tpch", tpch(limits))])
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn max_bytes_stops_a_result_at_the_limit() {
     let limits = Limits {
         max_bytes: 100_000,
         ..Limits::default()
     };
-    let fx = Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-1", vec![("tpch", tpch(limits))])
-        .start()
-        .await;
+    let fx = tpch_fixture(limits).await;
     let mut c = fx.client("alice").await;
     // 25 nations: a few kB.
     assert_eq!(
@@ -161,11 +165,7 @@ async fn allow_lists_limit_queries_and_listings_to_the_listed_tables() {
         allow_tables: vec!["nation".into(), "main.region".into()],
         ..Limits::default()
     };
-    let fx = Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-1", vec![("tpch", tpch(limits))])
-        .start()
-        .await;
+    let fx = tpch_fixture(limits).await;
     let mut c = fx.client("alice").await;
     let sql =
         "SELECT n.n_name, r.r_name FROM nation n JOIN region r ON r.r_regionkey = n.n_regionkey";

@@ -150,6 +150,15 @@ impl Mock {
         .await;
     }
 
+    /// A hub and an agent serving this mock as source `ms` of tenant acme.
+    async fn gateway(&self) -> Fixture {
+        Fixture::builder()
+            .tenant("acme", "alice")
+            .agent("acme", "acme-ms", vec![("ms", self.source(false))])
+            .start()
+            .await
+    }
+
     async fn connections(&self) -> usize {
         self.connections.lock().await.count()
     }
@@ -245,11 +254,7 @@ async fn run(
 
 async fn through_the_gateway(mock: &Mock) {
     mock.register(USERS, users()).await;
-    let fx = Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-ms", vec![("ms", mock.source(false))])
-        .start()
-        .await;
+    let fx = mock.gateway().await;
     let mut c = fx.client("alice").await;
     let b = one(&query(&mut c, USERS).await.unwrap());
     assert_eq!(b.num_rows(), 2);
@@ -314,11 +319,7 @@ async fn server_errors_keep_their_message_and_number() {
         )),
     )
     .await;
-    let fx = Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-ms", vec![("ms", mock.source(false))])
-        .start()
-        .await;
+    let fx = mock.gateway().await;
     let mut c = fx.client("alice").await;
     let e = query(&mut c, "SELECT * FROM MISSING_GH").await.unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument, "{e}");
@@ -460,11 +461,7 @@ async fn nvarchar_max_values_arrive_whole() {
 async fn catalog_lists_tables_from_sys_views() {
     let mock = Mock::plain().await;
     mock.with_catalog().await;
-    let fx = Fixture::builder()
-        .tenant("acme", "alice")
-        .agent("acme", "acme-ms", vec![("ms", mock.source(false))])
-        .start()
-        .await;
+    let fx = mock.gateway().await;
     let mut c = fx.client("alice").await;
     let schema = listed_schema(&mut c, "ms", "dbo", "orders").await;
     let types: Vec<(&str, &DataType)> = schema
