@@ -71,10 +71,12 @@ impl Admission {
         }
     }
 
-    /// Records that an enrolled agent connected.
-    pub async fn seen(&self, agent_id: &str, version: &str) {
+    /// Records that an enrolled agent is connected, with the tunnel's round trip.
+    pub async fn seen(&self, agent_id: &str, version: &str, rtt: std::time::Duration) {
         if let Some(s) = &self.store
-            && let Err(e) = s.seen(agent_id, version, None).await
+            && let Err(e) = s
+                .seen(agent_id, version, Some(rtt.as_secs_f64() * 1e3))
+                .await
         {
             tracing::warn!(agent = %agent_id, error = %e, "could not record the agent's visit");
         }

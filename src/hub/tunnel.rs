@@ -134,7 +134,7 @@ async fn agent_session(
         lane: Default::default(),
     });
     registry.register(handle.clone());
-    admission.seen(&agent_id, &handle.version).await;
+    admission.seen(&agent_id, &handle.version, conn.rtt()).await;
     writer.send(&hello_ack(&agent_id, &tenant)).await?;
     let sources: Vec<&str> = handle.sources.iter().map(|s| s.name.as_str()).collect();
     info!(agent = %agent_id, %tenant, version = %handle.version, host = %handle.hostname, sources = ?sources, "agent connected");
@@ -142,6 +142,7 @@ async fn agent_session(
     let renewals = Renewals {
         admission,
         agent_id: &agent_id,
+        version: &handle.version,
     };
     let (drained, result) = control_loop(
         &conn,
@@ -210,11 +211,15 @@ fn hello_ack(agent_id: &str, tenant: &str) -> pb::HubControl {
 /// Answers heartbeats until the agent closes its control stream or the hub
 /// shuts down (then it closes the connection). Returns whether the agent
 /// announced a drain, and how the stream ended.
-/// Certificate renewal for the agent on a primary tunnel.
+/// Certificate renewal and last-seen records for the agent on a primary tunnel.
 struct Renewals<'a> {
     admission: &'a Admission,
     agent_id: &'a str,
+    version: &'a str,
 }
+
+/// How often a connected agent's last-seen time and latency are stored.
+const SEEN_EVERY: Duration = Duration::from_secs(60);
 
 async fn control_loop(
     conn: &Connection,
@@ -225,12 +230,17 @@ async fn control_loop(
     mut on_drain: impl FnMut(&str),
 ) -> (bool, Result<(), SessionError>) {
     let mut drained = false;
+    let mut last_seen = Instant::now();
     let result = loop {
         tokio::select! {
             frame = reader.next::<pb::AgentControl>() => match frame {
                 Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Heartbeat(_)) })) => {
                     let hb = pb::HubControl { msg: Some(pb::hub_control::Msg::Heartbeat(pb::Heartbeat::default())) };
                     if let Err(e) = writer.send(&hb).await { break Err(e.into()); }
+                    if let Some(rn) = renewals && last_seen.elapsed() >= SEEN_EVERY {
+                        last_seen = Instant::now();
+                        rn.admission.seen(rn.agent_id, rn.version, conn.rtt()).await;
+                    }
                 }
                 Ok(Some(pb::AgentControl { msg: Some(pb::agent_control::Msg::Draining(d)) })) => {
                     drained = true;

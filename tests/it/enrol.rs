@@ -172,6 +172,11 @@ async fn agents_enrol_serve_and_are_revoked() {
     assert_eq!(me["status"], "connected");
     assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(me["sources"], json!(["tpch"]));
+    assert!(
+        me["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{me}"
+    );
+    assert!(me["last_seen_ms"].as_i64().is_some(), "{me}");
 
     // The hub's audit trail, through the API.
     // (Records are stored just after the query ends: allow a moment.)
