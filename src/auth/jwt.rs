@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -72,7 +73,23 @@ pub fn acceptable_jwks_url(url: &str) -> bool {
 
 enum Keys {
     Secret(DecodingKey),
-    Jwks(Jwks),
+    Jwks(Arc<Jwks>),
+}
+
+/// JWKS caches by source, kept when the verifier is rebuilt with new
+/// settings, so a settings change does not refetch every provider's keys.
+#[derive(Default)]
+pub struct JwksCache(std::sync::Mutex<std::collections::HashMap<String, Arc<Jwks>>>);
+
+impl JwksCache {
+    fn get(&self, key: String, from: JwksFrom) -> Arc<Jwks> {
+        self.0
+            .lock()
+            .expect("jwks cache lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(Jwks::new(from)))
+            .clone()
+    }
 }
 
 enum JwksFrom {
@@ -80,7 +97,7 @@ enum JwksFrom {
     File(PathBuf),
 }
 
-struct Jwks {
+pub struct Jwks {
     from: JwksFrom,
     state: Mutex<JwksState>,
 }
@@ -107,8 +124,16 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn from_config(cfg: &HubConfig) -> Result<Verifier, JwtError> {
+        Self::from_tenants(&cfg.tenants, &JwksCache::default())
+    }
+
+    /// The verifier for these tenants' identity providers.
+    pub fn from_tenants(
+        tenants: &std::collections::BTreeMap<String, Tenant>,
+        cache: &JwksCache,
+    ) -> Result<Verifier, JwtError> {
         let mut idps = Vec::new();
-        for (tenant, t) in &cfg.tenants {
+        for (tenant, t) in tenants {
             let Some(identity) = &t.identity else {
                 continue;
             };
@@ -129,9 +154,12 @@ impl Verifier {
                         .map_err(|e| JwtError::Keys(e.to_string()))?,
                 )
             } else if let Some(url) = &identity.jwks_url {
-                Keys::Jwks(Jwks::new(JwksFrom::Url(url.clone())))
+                Keys::Jwks(cache.get(format!("url:{url}"), JwksFrom::Url(url.clone())))
             } else if let Some(file) = &identity.jwks_file {
-                Keys::Jwks(Jwks::new(JwksFrom::File(file.clone())))
+                Keys::Jwks(cache.get(
+                    format!("file:{}", file.display()),
+                    JwksFrom::File(file.clone()),
+                ))
             } else {
                 return Err(JwtError::Keys(format!(
                     "tenant {tenant} has an identity without keys"
@@ -231,7 +259,8 @@ impl Idp {
         Ok(Principal {
             tenant: self.tenant.clone(),
             user: user.to_string(),
-            access: Access::of(&self.config, roles),
+            access: Access::of(&self.config, roles.iter().copied()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
             groups,
         })
     }

@@ -5,6 +5,7 @@
 //! which sources and modes it may use.
 
 pub mod jwt;
+pub mod live;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ pub struct Principal {
     pub user: String,
     /// Groups from the token (empty for Basic users).
     pub groups: Vec<String>,
+    /// Roles given directly (Basic users; a token's come from its groups).
+    pub roles: Vec<String>,
     pub access: Access,
 }
 
@@ -101,7 +104,7 @@ enum Credential {
 
 /// The users of every tenant, by (hub-unique) user name.
 pub struct Users {
-    by_name: HashMap<String, (String, Credential, Access)>,
+    by_name: HashMap<String, (String, Credential, Vec<String>)>,
 }
 
 impl Users {
@@ -114,8 +117,7 @@ impl Users {
                     (None, Some(var)) => Credential::Plain(std::env::var(var).unwrap_or_default()),
                     (None, None) => continue,
                 };
-                let access = Access::of(t, u.roles.iter().map(String::as_str));
-                by_name.insert(name.clone(), (tenant.clone(), cred, access));
+                by_name.insert(name.clone(), (tenant.clone(), cred, u.roles.clone()));
             }
         }
         Users { by_name }
@@ -123,7 +125,7 @@ impl Users {
 
     /// The principal for valid credentials; `None` says nothing about which part was wrong.
     pub fn verify(&self, user: &str, password: &str) -> Option<Principal> {
-        let (tenant, cred, access) = self.by_name.get(user)?;
+        let (tenant, cred, roles) = self.by_name.get(user)?;
         let ok = match cred {
             Credential::Hash(h) => PasswordHash::new(h)
                 .map(|parsed| {
@@ -140,7 +142,9 @@ impl Users {
             tenant: tenant.clone(),
             user: user.to_string(),
             groups: Vec::new(),
-            access: access.clone(),
+            roles: roles.clone(),
+            // Decided per call from the settings in force.
+            access: Access::Granted(Vec::new()),
         })
     }
 }

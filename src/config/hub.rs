@@ -104,7 +104,7 @@ pub struct Tenant {
 }
 
 /// A platform identity provider (OpenID Connect style JWTs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// The `iss` tokens carry, exactly.
@@ -146,7 +146,7 @@ fn default_leeway() -> u64 {
 }
 
 /// What a role may use: sources by name (`*` for all) and modes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub sources: Vec<String>,
@@ -183,7 +183,7 @@ impl HubConfig {
     }
 }
 
-fn check_roles(p: &mut Vec<String>, at: &str, roles: &[String], t: &Tenant) {
+pub(crate) fn check_roles(p: &mut Vec<String>, at: &str, roles: &[String], t: &Tenant) {
     for r in roles {
         if !t.grants.contains_key(r) {
             p.push(format!(
@@ -193,7 +193,7 @@ fn check_roles(p: &mut Vec<String>, at: &str, roles: &[String], t: &Tenant) {
     }
 }
 
-fn check_identity(p: &mut Vec<String>, tname: &str, i: &Identity) {
+pub(crate) fn check_identity(p: &mut Vec<String>, tname: &str, i: &Identity) {
     let at = format!("tenants.{tname}.identity");
     let keys = [
         i.jwks_url.is_some(),

@@ -103,6 +103,8 @@ pub struct Admin {
     /// Tenants defined in `hub.toml` (they may get tokens without being created first).
     config_tenants: HashSet<String>,
     signer: Arc<Signer>,
+    /// Client-authentication settings in force, refreshed on every change.
+    auth: Arc<crate::auth::live::Live>,
     /// The CA at the end of the admin listener's chain, which tokens pin.
     hub_ca_pem: String,
     pin: String,
@@ -130,6 +132,7 @@ impl AdminServer {
         registry: Arc<Registry>,
         config_tenants: HashSet<String>,
         signer: Arc<Signer>,
+        auth: Arc<crate::auth::live::Live>,
     ) -> Result<AdminServer, AdminError> {
         let bad = |what, path: &std::path::Path, e: String| AdminError::File {
             what,
@@ -168,6 +171,7 @@ impl AdminServer {
                 registry,
                 config_tenants,
                 signer,
+                auth,
                 hub_ca_pem,
                 pin,
             }),
@@ -239,6 +243,15 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/v1/tenants/{tenant}/enrolment-tokens", post(issue_token))
         .route("/v1/tenants/{tenant}/agents", get(list_agents))
         .route("/v1/tenants/{tenant}/audit", get(read_audit))
+        .route(
+            "/v1/tenants/{tenant}/identity",
+            get(get_identity).put(put_identity).delete(delete_identity),
+        )
+        .route("/v1/tenants/{tenant}/roles", get(get_roles).put(put_roles))
+        .route(
+            "/v1/tenants/{tenant}/grants",
+            get(get_grants).put(put_grants),
+        )
         .route(
             "/v1/tenants/{tenant}/agents/{agent}/revoke",
             post(revoke_agent),
@@ -428,6 +441,184 @@ async fn list_agents(
             })
             .collect(),
     ))
+}
+
+/// The tenant's settings in force (hub.toml's, or what the API set).
+async fn settings(admin: &Admin, tenant: &str) -> ApiResult<crate::config::hub::Tenant> {
+    if !admin.store.tenant_exists(tenant).await? && !admin.config_tenants.contains(tenant) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no tenant {tenant:?}"),
+        ));
+    }
+    Ok(admin
+        .auth
+        .current()
+        .tenants
+        .get(tenant)
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Stores a change (creating a hub.toml tenant in the state on first use)
+/// and puts the new settings in force.
+async fn apply(
+    admin: &Admin,
+    tenant: &str,
+    setting: crate::state::AuthSetting<'_>,
+) -> ApiResult<()> {
+    if admin.config_tenants.contains(tenant) && !admin.store.tenant_exists(tenant).await? {
+        match admin.store.create_tenant(tenant).await {
+            Ok(_) | Err(StateError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.store.set_auth(tenant, setting).await?;
+    admin.auth.refresh().await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stored, but not yet in force: {e}"),
+        )
+    })
+}
+
+fn invalid(problems: Vec<String>) -> ApiResult<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::BAD_REQUEST, problems.join("; ")))
+    }
+}
+
+async fn get_identity(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Option<crate::config::hub::Identity>>> {
+    operator(&admin, &headers).await?;
+    Ok(Json(settings(&admin, &tenant).await?.identity))
+}
+
+async fn put_identity(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(identity): Json<crate::config::hub::Identity>,
+) -> ApiResult<StatusCode> {
+    let who = operator(&admin, &headers).await?;
+    settings(&admin, &tenant).await?;
+    let mut problems = Vec::new();
+    if identity.jwks_url.is_none()
+        || identity.jwks_file.is_some()
+        || identity.hs256_secret_env.is_some()
+        || identity.hs256_secret_file.is_some()
+    {
+        problems.push(
+            "through the API, an identity provider publishes its keys at a jwks_url (files and shared secrets are set in hub.toml)".into(),
+        );
+    } else {
+        crate::config::hub::check_identity(&mut problems, &tenant, &identity);
+    }
+    // Tenants trusting one issuer must be told apart by a claim.
+    for (other, t) in &admin.auth.current().tenants {
+        if let Some(i) = t.identity.as_ref().filter(|_| *other != tenant)
+            && i.issuer == identity.issuer
+            && (i.tenant_value.is_none()
+                || identity.tenant_value.is_none()
+                || i.tenant_value == identity.tenant_value)
+        {
+            problems.push(format!(
+                "another tenant trusts issuer {:?}: give each a distinct tenant_claim / tenant_value",
+                identity.issuer
+            ));
+        }
+    }
+    invalid(problems)?;
+    apply(
+        &admin,
+        &tenant,
+        crate::state::AuthSetting::Identity(Some(&identity)),
+    )
+    .await?;
+    info!(operator = %who, %tenant, issuer = %identity.issuer, "identity provider set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_identity(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> ApiResult<StatusCode> {
+    let who = operator(&admin, &headers).await?;
+    settings(&admin, &tenant).await?;
+    apply(&admin, &tenant, crate::state::AuthSetting::Identity(None)).await?;
+    info!(operator = %who, %tenant, "identity provider removed (hub.toml's applies, if any)");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_roles(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<std::collections::BTreeMap<String, Vec<String>>>> {
+    operator(&admin, &headers).await?;
+    Ok(Json(settings(&admin, &tenant).await?.roles))
+}
+
+async fn put_roles(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(roles): Json<std::collections::BTreeMap<String, Vec<String>>>,
+) -> ApiResult<StatusCode> {
+    let who = operator(&admin, &headers).await?;
+    let current = settings(&admin, &tenant).await?;
+    let mut problems = Vec::new();
+    for (group, r) in &roles {
+        crate::config::hub::check_roles(&mut problems, &format!("group {group:?}"), r, &current);
+    }
+    invalid(problems)?;
+    apply(&admin, &tenant, crate::state::AuthSetting::Roles(&roles)).await?;
+    info!(operator = %who, %tenant, groups = roles.len(), "role mappings set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_grants(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<std::collections::BTreeMap<String, crate::config::hub::Grant>>> {
+    operator(&admin, &headers).await?;
+    Ok(Json(settings(&admin, &tenant).await?.grants))
+}
+
+async fn put_grants(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(grants): Json<std::collections::BTreeMap<String, crate::config::hub::Grant>>,
+) -> ApiResult<StatusCode> {
+    let who = operator(&admin, &headers).await?;
+    let mut next = settings(&admin, &tenant).await?;
+    next.grants = grants.clone();
+    let mut problems = Vec::new();
+    for (role, g) in &grants {
+        if g.sources.is_empty() || g.modes.is_empty() {
+            problems.push(format!(
+                "grant {role:?}: grant at least one source and one mode"
+            ));
+        }
+    }
+    for (group, r) in &next.roles {
+        crate::config::hub::check_roles(&mut problems, &format!("group {group:?}"), r, &next);
+    }
+    for (user, u) in &next.users {
+        crate::config::hub::check_roles(&mut problems, &format!("user {user:?}"), &u.roles, &next);
+    }
+    invalid(problems)?;
+    apply(&admin, &tenant, crate::state::AuthSetting::Grants(&grants)).await?;
+    info!(operator = %who, %tenant, roles = grants.len(), "grants set");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -42,6 +42,23 @@ pub enum AdminAction {
     Agents { tenant: String },
     /// Revoke an agent: it is disconnected at once and refused afterwards.
     Revoke { tenant: String, agent_id: String },
+    /// Set a tenant's identity provider from a JSON file (see the OpenAPI `Identity`).
+    SetIdentity {
+        tenant: String,
+        file: std::path::PathBuf,
+    },
+    /// Set a tenant's group-to-role mappings from a JSON file (`{"group": ["role"]}`).
+    SetRoles {
+        tenant: String,
+        file: std::path::PathBuf,
+    },
+    /// Set a tenant's grants from a JSON file (`{"role": {"sources": [...], "modes": [...]}}`).
+    SetGrants {
+        tenant: String,
+        file: std::path::PathBuf,
+    },
+    /// Show a tenant's identity provider, role mappings and grants in force.
+    Auth { tenant: String },
     /// Read a tenant's audit trail, newest first.
     Audit {
         tenant: String,
@@ -96,6 +113,28 @@ impl AdminClient {
                 self.call("GET", &format!("/v1/tenants/{tenant}/agents"), None)
                     .await
             }
+            AdminAction::SetIdentity { tenant, file } => {
+                self.put_file(&format!("/v1/tenants/{tenant}/identity"), file)
+                    .await
+            }
+            AdminAction::SetRoles { tenant, file } => {
+                self.put_file(&format!("/v1/tenants/{tenant}/roles"), file)
+                    .await
+            }
+            AdminAction::SetGrants { tenant, file } => {
+                self.put_file(&format!("/v1/tenants/{tenant}/grants"), file)
+                    .await
+            }
+            AdminAction::Auth { tenant } => {
+                let mut out = serde_json::Map::new();
+                for part in ["identity", "roles", "grants"] {
+                    let v = self
+                        .call("GET", &format!("/v1/tenants/{tenant}/{part}"), None)
+                        .await?;
+                    out.insert(part.into(), v);
+                }
+                Ok(Value::Object(out))
+            }
             AdminAction::Audit { tenant, limit } => {
                 self.call(
                     "GET",
@@ -113,6 +152,14 @@ impl AdminClient {
                 .await
             }
         }
+    }
+
+    async fn put_file(&self, path: &str, file: &Path) -> Result<Value, ClientError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?;
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| ClientError::Setup(format!("{}: not JSON: {e}", file.display())))?;
+        self.call("PUT", path, Some(body)).await
     }
 
     async fn call(

@@ -37,6 +37,7 @@ use super::parked::Parked;
 use super::query;
 use super::registry::Registry;
 use crate::auth::jwt::Verifier;
+use crate::auth::live::Live;
 use crate::auth::{Principal, Sessions, Users, mode_name};
 use crate::protocol::{ipc, pb};
 
@@ -53,7 +54,7 @@ pub struct HubFlight {
     pub registry: Arc<Registry>,
     pub users: Users,
     pub sessions: Sessions,
-    pub jwt: Verifier,
+    pub auth: Arc<Live>,
     pub parked: Arc<Parked>,
     pub audit: audit::Sinks,
     /// Default source per tenant, from the hub's configuration.
@@ -66,7 +67,7 @@ impl HubFlight {
         registry: Arc<Registry>,
         users: Users,
         sessions: Sessions,
-        jwt: Verifier,
+        auth: Arc<Live>,
         parked: Arc<Parked>,
         default_sources: std::collections::HashMap<String, String>,
         audit: audit::Sinks,
@@ -93,7 +94,7 @@ impl HubFlight {
             registry,
             users,
             sessions,
-            jwt,
+            auth,
             parked,
             audit,
             default_sources,
@@ -115,11 +116,14 @@ impl HubFlight {
                 Status::unauthenticated("expected an 'authorization: Bearer <token>' header")
             })?
             .trim();
-        if let Some(p) = self.sessions.check(token) {
+        let settings = self.auth.current();
+        if let Some(mut p) = self.sessions.check(token) {
+            // Roles decide with the grants in force now, not at login.
+            p.access = settings.access(&p.tenant, &p.roles);
             return Ok(p);
         }
-        if Verifier::looks_like_jwt(token) && !self.jwt.is_empty() {
-            return self.jwt.verify(token).await.map_err(|e| {
+        if Verifier::looks_like_jwt(token) && !settings.jwt.is_empty() {
+            return settings.jwt.verify(token).await.map_err(|e| {
                 info!(error = %e, "JWT refused");
                 Status::unauthenticated(e.to_string())
             });

@@ -44,7 +44,7 @@ pub enum HubError {
     #[error("Flight SQL server: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("identity providers: {0}")]
-    Identity(#[from] crate::auth::jwt::JwtError),
+    Identity(#[from] crate::auth::live::LiveError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
@@ -66,7 +66,7 @@ pub struct Hub {
     endpoint: quinn::Endpoint,
     flight_listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
-    jwt: crate::auth::jwt::Verifier,
+    auth: Arc<crate::auth::live::Live>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     store: Option<crate::state::Store>,
     admin: Option<admin::AdminServer>,
@@ -89,7 +89,6 @@ impl Hub {
                     error,
                 }
             })?;
-        let jwt = crate::auth::jwt::Verifier::from_config(&config)?;
         let audit = match &config.audit {
             Some(a) => Some(Arc::new(crate::audit::AuditLog::open(a).map_err(
                 |error| HubError::Audit {
@@ -103,6 +102,8 @@ impl Hub {
             Some(s) => Some(crate::state::Store::open(&s.url).await?),
             None => None,
         };
+        let auth =
+            Arc::new(crate::auth::live::Live::new(config.tenants.clone(), store.clone()).await?);
         let registry = Arc::new(Registry::default());
         let signer = match &config.admin {
             Some(a) => Some(Arc::new(admin::Signer::load(a, &config.tunnel.client_ca)?)),
@@ -116,6 +117,7 @@ impl Hub {
                     registry.clone(),
                     config.tenants.keys().cloned().collect(),
                     signer.clone(),
+                    auth.clone(),
                 )
                 .await?,
             ),
@@ -132,7 +134,7 @@ impl Hub {
             endpoint,
             flight_listener,
             registry,
-            jwt,
+            auth,
             audit,
             store,
             admin,
@@ -159,7 +161,6 @@ impl Hub {
 
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), HubError> {
         let tracker = TaskTracker::new();
-        let jwt = std::mem::replace(&mut self.jwt, crate::auth::jwt::Verifier::none());
         let parked = Arc::new(parked::Parked::default());
         let defaults = self
             .config
@@ -183,7 +184,7 @@ impl Hub {
             self.registry.clone(),
             Users::from_config(&self.config),
             Sessions::new(Duration::from_secs(self.config.flight.token_ttl_secs)),
-            jwt,
+            self.auth.clone(),
             parked.clone(),
             defaults,
             audit::Sinks {
@@ -219,6 +220,12 @@ impl Hub {
                         let n = parked.expire();
                         if n > 0 {
                             warn!(expired = n, "dropped queries nobody fetched with DoGet");
+                        }
+                        // Settings another replica changed through the API.
+                        if self.store.is_some()
+                            && let Err(e) = self.auth.refresh().await
+                        {
+                            warn!(error = %e, "could not re-read the tenants' authentication settings");
                         }
                     }
                     _ = shutdown.cancelled() => break,

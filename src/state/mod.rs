@@ -55,6 +55,22 @@ pub struct AgentRecord {
     pub latency_ms: Option<f64>,
 }
 
+/// Client authentication settings made through the API (`None`: not set
+/// there, so `hub.toml`'s apply).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct TenantAuth {
+    pub identity: Option<crate::config::hub::Identity>,
+    pub roles: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub grants: Option<std::collections::BTreeMap<String, crate::config::hub::Grant>>,
+}
+
+/// Which of a tenant's authentication settings to change.
+pub enum AuthSetting<'a> {
+    Identity(Option<&'a crate::config::hub::Identity>),
+    Roles(&'a std::collections::BTreeMap<String, Vec<String>>),
+    Grants(&'a std::collections::BTreeMap<String, crate::config::hub::Grant>),
+}
+
 /// One query in the hub's audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct AuditRow {
@@ -482,6 +498,66 @@ impl Store {
             })
             .collect())
     }
+
+    /// Every tenant's authentication settings made through the API.
+    pub async fn tenant_auth(
+        &self,
+    ) -> Result<std::collections::HashMap<String, TenantAuth>, StateError> {
+        let rows =
+            sqlx::query("SELECT tenant, identity_json, roles_json, grants_json FROM tenant_auth")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = std::collections::HashMap::new();
+        for r in rows {
+            let tenant: String = r.get(0);
+            let auth = TenantAuth {
+                identity: stored(r.get(1), "identity")?,
+                roles: stored(r.get(2), "roles")?,
+                grants: stored(r.get(3), "grants")?,
+            };
+            out.insert(tenant, auth);
+        }
+        Ok(out)
+    }
+
+    /// Changes one of a tenant's authentication settings.
+    pub async fn set_auth(&self, tenant: &str, setting: AuthSetting<'_>) -> Result<(), StateError> {
+        if !self.tenant_exists(tenant).await? {
+            return Err(StateError::NotFound(format!("no tenant {tenant:?}")));
+        }
+        let json = |v: &dyn erased::Json| v.json();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM tenant_auth WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            sqlx::query("INSERT INTO tenant_auth (tenant, updated_ms) VALUES ($1, $2)")
+                .bind(tenant)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let q = match setting {
+            AuthSetting::Identity(i) => sqlx::query(
+                "UPDATE tenant_auth SET identity_json = $1, updated_ms = $2 WHERE tenant = $3",
+            )
+            .bind(i.map(|i| json(&i))),
+            AuthSetting::Roles(r) => sqlx::query(
+                "UPDATE tenant_auth SET roles_json = $1, updated_ms = $2 WHERE tenant = $3",
+            )
+            .bind(Some(json(&r))),
+            AuthSetting::Grants(g) => sqlx::query(
+                "UPDATE tenant_auth SET grants_json = $1, updated_ms = $2 WHERE tenant = $3",
+            )
+            .bind(Some(json(&g))),
+        };
+        q.bind(now).bind(tenant).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 fn agent_record(r: &sqlx::any::AnyRow) -> AgentRecord {
@@ -499,4 +575,26 @@ fn agent_record(r: &sqlx::any::AnyRow) -> AgentRecord {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// A stored JSON setting.
+fn stored<T: serde::de::DeserializeOwned>(
+    col: Option<String>,
+    what: &str,
+) -> Result<Option<T>, StateError> {
+    col.map(|c| serde_json::from_str(&c))
+        .transpose()
+        .map_err(|e| StateError::Invalid(format!("stored {what}: {e}")))
+}
+
+/// JSON of a setting, whatever its type.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("settings serialize")
+        }
+    }
 }

@@ -13,14 +13,14 @@ use tonic::Code;
 
 use crate::harness::{Fixture, code, query, rows, sqlite, tpch_db};
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     http: reqwest::Client,
-    key: String,
+    pub(crate) key: String,
 }
 
 impl Api {
-    async fn new(fx: &Fixture) -> Api {
+    pub(crate) async fn new(fx: &Fixture) -> Api {
         let addr = fx.admin.expect("the hub serves the provisioning API");
         let ca = reqwest::Certificate::from_pem(&std::fs::read(fx.pki.ca_cert()).unwrap()).unwrap();
         let http = reqwest::Client::builder()
@@ -44,7 +44,7 @@ impl Api {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base))
@@ -362,6 +362,9 @@ async fn tenants_are_managed_and_the_api_is_documented() {
         "/v1/tenants/{tenant}/agents",
         "/v1/tenants/{tenant}/agents/{agent}/revoke",
         "/v1/tenants/{tenant}/audit",
+        "/v1/tenants/{tenant}/identity",
+        "/v1/tenants/{tenant}/roles",
+        "/v1/tenants/{tenant}/grants",
         "/v1/enrol",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");

@@ -401,3 +401,115 @@ async fn hs256_with_a_shared_secret() {
     assert!(message(&e).contains("signature"), "{e}");
     fx.stop().await;
 }
+
+#[tokio::test]
+async fn identity_roles_and_grants_are_managed_through_the_api() {
+    let rsa = Key::rsa("rsa-1");
+    let idp = JwksServer::start(vec![rsa.jwk()]).await;
+    // acme comes from hub.toml with no identity provider and no grants.
+    let fx = Fixture::builder()
+        .tenant("acme", "alice")
+        .configure("acme", |t| t.default_source = Some("tpch".into()))
+        .agent(
+            "acme",
+            "acme-1",
+            vec![("tpch", sqlite(tpch_db())), ("secret", sqlite(tpch_db()))],
+        )
+        .provisioning()
+        .start()
+        .await;
+    let api = crate::enrol::Api::new(&fx).await;
+    let token = rsa.sign(&claims("acme", "ann", &["analysts"]));
+    let mut ann = client(&fx, &token).await;
+    let e = query(&mut ann, SQL).await.unwrap_err();
+    assert_eq!(code(&e), Code::Unauthenticated, "{e}");
+    let mut alice = fx.client("alice").await;
+    assert_eq!(rows(&query(&mut alice, SQL).await.unwrap()), 25);
+
+    // An identity provider: only a JWKS URL through the API, https or loopback.
+    let mut idp_settings = serde_json::to_value(identity("acme", &idp.url)).unwrap();
+    let put = |path: &'static str, body: Value| {
+        let api = &api;
+        async move { api.call("PUT", path, Some(body)).await }
+    };
+    let mut bad = idp_settings.clone();
+    bad["jwks_url"] = json!("http://keys.example.com/jwks");
+    assert_eq!(put("/v1/tenants/acme/identity", bad).await.0, 400);
+    let mut file = idp_settings.clone();
+    file["jwks_url"] = Value::Null;
+    file["jwks_file"] = json!("/etc/passwd");
+    assert_eq!(put("/v1/tenants/acme/identity", file).await.0, 400);
+    idp_settings["leeway_secs"] = json!(30);
+    let (status, body) = put("/v1/tenants/acme/identity", idp_settings.clone()).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        api.call("GET", "/v1/tenants/acme/identity", None).await.1,
+        idp_settings
+    );
+    // In force at once; no grants yet, so the tenant is open.
+    assert_eq!(rows(&query(&mut ann, SQL).await.unwrap()), 25);
+
+    // Roles need grants first.
+    let roles = json!({"analysts": ["reader"]});
+    let (status, body) = put("/v1/tenants/acme/roles", roles.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("reader"), "{body}");
+    let grants = json!({"reader": {"sources": ["tpch"], "modes": ["realtime"]}});
+    assert_eq!(put("/v1/tenants/acme/grants", grants.clone()).await.0, 204);
+    assert_eq!(put("/v1/tenants/acme/roles", roles.clone()).await.0, 204);
+    assert_eq!(
+        api.call("GET", "/v1/tenants/acme/grants", None).await.1,
+        grants
+    );
+    assert_eq!(
+        api.call("GET", "/v1/tenants/acme/roles", None).await.1,
+        roles
+    );
+
+    // The analyst may use tpch, not the other source; alice, logged in
+    // before there were grants and holding no role, may use nothing now.
+    assert_eq!(rows(&query(&mut ann, SQL).await.unwrap()), 25);
+    ann.set_header("x-gatehouse-source", "secret");
+    let e = query(&mut ann, SQL).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    let e = query(&mut alice, SQL).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+
+    // A grant a mapping still uses cannot be removed.
+    let (status, body) = put("/v1/tenants/acme/grants", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+
+    // `gatehouse hub admin` sets and shows the same from JSON files.
+    use gatehouse::hub::admin_client::{AdminAction, AdminClient};
+    let cli = AdminClient::new(&api.base, &api.key, Some(&fx.pki.ca_cert())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wider = dir.path().join("grants.json");
+    std::fs::write(
+        &wider,
+        r#"{"reader": {"sources": ["tpch", "secret"], "modes": ["realtime"]}}"#,
+    )
+    .unwrap();
+    cli.run(&AdminAction::SetGrants {
+        tenant: "acme".into(),
+        file: wider,
+    })
+    .await
+    .unwrap();
+    let shown = cli
+        .run(&AdminAction::Auth {
+            tenant: "acme".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["grants"]["reader"]["sources"],
+        json!(["tpch", "secret"])
+    );
+    assert_eq!(shown["roles"], roles);
+    assert_eq!(
+        rows(&query(&mut ann, SQL).await.unwrap()),
+        25,
+        "now granted"
+    );
+    fx.stop().await;
+}
