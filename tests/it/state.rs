@@ -150,3 +150,78 @@ async fn reopening_migrates_nothing_twice() {
     let again = Store::open(&url).await.unwrap();
     assert_eq!(again.tenants().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn authentication_settings_and_the_audit_trail() {
+    use gatehouse::config::agent::ModeName;
+    use gatehouse::config::hub::Grant;
+    use gatehouse::state::{AuditRow, AuthSetting};
+    use std::collections::BTreeMap;
+    let (_dir, stores) = backends().await;
+    for (db, s) in stores {
+        s.create_tenant("acme").await.unwrap();
+        let roles = BTreeMap::from([("analysts".to_string(), vec!["reader".to_string()])]);
+        let grants = BTreeMap::from([(
+            "reader".to_string(),
+            Grant {
+                sources: vec!["sales".into()],
+                modes: vec![ModeName::Realtime],
+            },
+        )]);
+        s.set_auth("acme", AuthSetting::Grants(&grants))
+            .await
+            .unwrap();
+        s.set_auth("acme", AuthSetting::Roles(&roles))
+            .await
+            .unwrap();
+        let all = s.tenant_auth().await.unwrap();
+        let acme = &all["acme"];
+        assert_eq!(acme.roles.as_ref(), Some(&roles), "{db}");
+        assert_eq!(acme.grants.as_ref(), Some(&grants), "{db}");
+        assert!(acme.identity.is_none(), "{db}");
+        assert!(
+            s.set_auth("nobody", AuthSetting::Roles(&roles))
+                .await
+                .is_err(),
+            "{db}"
+        );
+
+        let row = |id: &str, t: i64| AuditRow {
+            query_id: id.into(),
+            time_ms: t,
+            tenant: "acme".into(),
+            user: "ann".into(),
+            groups: vec!["analysts".into()],
+            source: "sales".into(),
+            agent: Some("acme-1".into()),
+            mode: "realtime".into(),
+            sql: Some("SELECT 1".into()),
+            sql_sha256: None,
+            rows: 1,
+            bytes: 8,
+            duration_ms: 1.5,
+            outcome: "ok".into(),
+            error_code: None,
+            error: None,
+        };
+        for (id, t) in [("q1", 1_000), ("q2", 2_000), ("q3", 3_000)] {
+            s.insert_audit(&row(id, t)).await.unwrap();
+        }
+        let newest = s.audit("acme", None, 2).await.unwrap();
+        assert_eq!(
+            newest
+                .iter()
+                .map(|r| r.query_id.as_str())
+                .collect::<Vec<_>>(),
+            ["q3", "q2"],
+            "{db}"
+        );
+        assert_eq!(newest[0], row("q3", 3_000), "{db}");
+        let older = s.audit("acme", Some(2_000), 10).await.unwrap();
+        assert_eq!(older.len(), 1, "{db}");
+        assert!(
+            s.audit("globex", None, 10).await.unwrap().is_empty(),
+            "{db}"
+        );
+    }
+}
