@@ -18,7 +18,10 @@ pub struct HubConfig {
     pub tenants: BTreeMap<String, Tenant>,
     /// The hub's record of every query (JSON lines).
     pub audit: Option<super::AuditConfig>,
-    /// Where the hub keeps tenants, enrolled agents and tokens.
+    /// Where the hub keeps tenants, enrolled agents, tokens, settings made
+    /// through the API and the audit trail (default: `hub-state.db`, an
+    /// SQLite file beside the configuration file).
+    #[serde(default = "default_state")]
     pub state: Option<StateConfig>,
     /// The provisioning API (HTTPS): admin API keys and agent enrolment.
     pub admin: Option<AdminListener>,
@@ -45,6 +48,12 @@ pub struct AdminListener {
     /// Lifetime of an enrolled agent's certificate, in days (default 30).
     #[serde(default = "default_cert_days")]
     pub agent_cert_days: u32,
+}
+
+fn default_state() -> Option<StateConfig> {
+    Some(StateConfig {
+        url: "sqlite:hub-state.db".into(),
+    })
 }
 
 fn default_cert_days() -> u32 {
@@ -257,6 +266,23 @@ impl Validate for HubConfig {
         if let Some(a) = &mut self.audit {
             resolve(base, &mut a.path);
         }
+        // A relative SQLite file is beside the configuration file.
+        if let Some(s) = &mut self.state
+            && let Some(path) = s
+                .url
+                .strip_prefix("sqlite://")
+                .or(s.url.strip_prefix("sqlite:"))
+        {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let mut file = PathBuf::from(path);
+            resolve(base, &mut file);
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            s.url = format!("sqlite://{}{query}", file.display());
+        }
         if let Some(a) = &mut self.admin {
             resolve(base, &mut a.tls_chain);
             resolve(base, &mut a.tls_key);
@@ -397,5 +423,36 @@ impl Validate for HubConfig {
             }
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> HubConfig {
+        crate::config::parse(&format!(
+            "[flight]\nlisten = '127.0.0.1:0'\n[tunnel]\nlisten = '127.0.0.1:0'\ncert = 'c'\nkey = 'k'\nclient_ca = 'ca'\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn state_defaults_to_a_sqlite_file_beside_the_config() {
+        let mut cfg = parse("");
+        cfg.resolve_paths(Path::new("/etc/gatehouse"));
+        assert_eq!(
+            cfg.state.unwrap().url,
+            "sqlite:///etc/gatehouse/hub-state.db"
+        );
+        let mut cfg = parse("[state]\nurl = 'sqlite:///var/lib/gatehouse/hub.db?mode=rwc'\n");
+        cfg.resolve_paths(Path::new("/etc/gatehouse"));
+        assert_eq!(
+            cfg.state.unwrap().url,
+            "sqlite:///var/lib/gatehouse/hub.db?mode=rwc"
+        );
+        let mut cfg = parse("[state]\nurl = 'postgres://hub@db/gatehouse'\n");
+        cfg.resolve_paths(Path::new("/etc/gatehouse"));
+        assert_eq!(cfg.state.unwrap().url, "postgres://hub@db/gatehouse");
     }
 }
