@@ -112,8 +112,9 @@ pub enum AgentCommand {
         /// The enrolment token the hub's API issued.
         #[arg(long, env = "GATEHOUSE_ENROLMENT_TOKEN")]
         token: String,
-        /// Where to write agent.pem, agent.key (mode 0600) and hub-ca.pem.
-        #[arg(long, default_value = "/etc/gatehouse")]
+        /// Where to write agent.pem, agent.key (mode 0600) and hub-ca.pem
+        /// (writable by the service, which renews them in place).
+        #[arg(long, default_value = "/var/lib/gatehouse")]
         dir: PathBuf,
     },
 }
