@@ -491,7 +491,10 @@ async fn run_query(
                             ),
                         ));
                     }
-                    data += crate::connectors::batch_bytes(&b) as u64;
+                    // Measured only when limited: it walks every column's buffers.
+                    if limits.max_bytes > 0 {
+                        data += crate::connectors::batch_bytes(&b) as u64;
+                    }
                     if limits.max_bytes > 0 && data > limits.max_bytes {
                         return Err(Failure::new(
                             pb::ErrorCode::LimitExceeded,

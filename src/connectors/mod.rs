@@ -11,7 +11,7 @@ pub mod tls;
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use async_trait::async_trait;
@@ -143,6 +143,70 @@ impl BatchSizer {
         }
         (self.rows, self.bytes) = (0, 0);
     }
+}
+
+/// A result column a connector decodes its database's values into.
+pub trait ColumnBuilder {
+    /// The values appended so far, as an array; the builder starts empty again.
+    fn finish(&mut self) -> ArrayRef;
+}
+
+/// Rows turned into batches on their way to the sink: each batch is cut by a
+/// [`BatchSizer`] and the next one's columns are made with the capacity it
+/// aims for. The connector appends each row's values to [`Batcher::columns`]
+/// and then calls [`Batcher::row_done`].
+pub struct Batcher<C, F> {
+    schema: SchemaRef,
+    sizer: BatchSizer,
+    make: F,
+    columns: Vec<C>,
+}
+
+impl<C: ColumnBuilder, F: Fn(usize) -> Vec<C>> Batcher<C, F> {
+    /// `make(capacity)` makes a batch's columns.
+    pub fn new(schema: SchemaRef, plan: BatchPlan, make: F) -> Self {
+        let sizer = BatchSizer::new(plan);
+        let columns = make(sizer.target());
+        Batcher {
+            schema,
+            sizer,
+            make,
+            columns,
+        }
+    }
+
+    pub fn columns(&mut self) -> &mut [C] {
+        &mut self.columns
+    }
+
+    /// Counts a row of about `bytes` bytes; sends the batch once it is full.
+    pub async fn row_done(&mut self, bytes: usize, sink: &BatchSink) -> Result<(), ConnectorError> {
+        if self.sizer.row(bytes) {
+            let batch = self.take()?;
+            self.sizer.record(&batch);
+            sink.send(Output::Batch(batch)).await?;
+            self.columns = (self.make)(self.sizer.target());
+        }
+        Ok(())
+    }
+
+    /// Sends the last batch (an empty result still sends one, with its schema).
+    pub async fn finish(mut self, sink: &BatchSink) -> Result<(), ConnectorError> {
+        if self.sizer.pending() {
+            sink.send(Output::Batch(self.take()?)).await?;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> Result<RecordBatch, ConnectorError> {
+        let arrays = self.columns.iter_mut().map(C::finish).collect();
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
+
+/// The error for a value column `i` of `schema` could not take.
+pub fn value_error(schema: &SchemaRef, i: usize, message: String) -> ConnectorError {
+    ConnectorError::Unsupported(format!("column {:?}: {message}", schema.field(i).name()))
 }
 
 /// Bytes of data a batch holds (not its allocated capacity).

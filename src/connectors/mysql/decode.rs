@@ -427,6 +427,12 @@ fn time_micros(v: &Value) -> Result<i64, String> {
     Ok(if neg { -total } else { total })
 }
 
+impl crate::connectors::ColumnBuilder for Column {
+    fn finish(&mut self) -> ArrayRef {
+        Column::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

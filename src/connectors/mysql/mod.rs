@@ -8,7 +8,6 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -21,7 +20,9 @@ use tracing::warn;
 
 use super::params::Param;
 use super::priority::Pacer;
-use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
+use super::{
+    BatchSink, Batcher, Connector, ConnectorError, Described, Output, QuerySpec, value_error,
+};
 use crate::config::agent::{DbTlsMode, ServerSource};
 use crate::protocol::catalog::TableInfo;
 use crate::protocol::pb::Mode;
@@ -195,11 +196,6 @@ fn layout(columns: &[mysql_async::Column]) -> (SchemaRef, Vec<ColType>) {
     (Arc::new(Schema::new(fields)), types)
 }
 
-fn finish(schema: &SchemaRef, columns: &mut [Column]) -> Result<RecordBatch, ConnectorError> {
-    let arrays = columns.iter_mut().map(Column::finish).collect();
-    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
-}
-
 /// Runs the statement on `conn`, streaming rows into `sink` as they arrive.
 async fn stream_rows(
     conn: &mut Conn,
@@ -213,11 +209,13 @@ async fn stream_rows(
         .map_err(my_error)?;
     let (schema, types) = layout(result.columns_ref());
     sink.send(Output::Schema(schema.clone())).await?;
-    let mut sizer = BatchSizer::new(query.batches);
     let mut pacer = Pacer::new(query.yield_to.clone());
-    let new_columns =
-        |cap: usize| -> Vec<Column> { types.iter().map(|t| Column::new(*t, cap)).collect() };
-    let mut columns = new_columns(sizer.target());
+    let mut batches = Batcher::new(schema.clone(), query.batches, |cap: usize| {
+        types
+            .iter()
+            .map(|t| Column::new(*t, cap))
+            .collect::<Vec<Column>>()
+    });
     if let Some(mut rows) = result.stream::<Row>().await.map_err(my_error)? {
         while let Some(row) = rows.next().await {
             let row = row.map_err(my_error)?;
@@ -226,29 +224,21 @@ async fn stream_rows(
             tokio::task::consume_budget().await;
             pacer.row().await;
             let mut bytes = 0;
-            for (i, (col, v)) in columns.iter_mut().zip(row.unwrap_raw()).enumerate() {
+            for (i, (col, v)) in batches
+                .columns()
+                .iter_mut()
+                .zip(row.unwrap_raw())
+                .enumerate()
+            {
                 let v = v.unwrap_or(Value::NULL);
                 bytes += value_bytes(&v);
-                col.append(v).map_err(|message| {
-                    ConnectorError::Unsupported(format!(
-                        "column {:?}: {message}",
-                        schema.field(i).name()
-                    ))
-                })?;
+                col.append(v)
+                    .map_err(|message| value_error(&schema, i, message))?;
             }
-            if sizer.row(bytes) {
-                let batch = finish(&schema, &mut columns)?;
-                sizer.record(&batch);
-                sink.send(Output::Batch(batch)).await?;
-                columns = new_columns(sizer.target());
-            }
+            batches.row_done(bytes, sink).await?;
         }
     }
-    if sizer.pending() {
-        sink.send(Output::Batch(finish(&schema, &mut columns)?))
-            .await?;
-    }
-    Ok(())
+    batches.finish(sink).await
 }
 
 #[async_trait]

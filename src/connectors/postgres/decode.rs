@@ -376,6 +376,12 @@ fn append_array(values: &mut Builder, raw: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+impl crate::connectors::ColumnBuilder for Column {
+    fn finish(&mut self) -> ArrayRef {
+        Column::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

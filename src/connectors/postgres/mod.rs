@@ -12,7 +12,6 @@ mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -24,7 +23,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use super::priority::Pacer;
-use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
+use super::{
+    BatchSink, Batcher, Connector, ConnectorError, Described, Output, QuerySpec, value_error,
+};
 use crate::config::agent::ServerSource;
 use crate::protocol::catalog::TableInfo;
 use decode::{Column, Raw};
@@ -176,16 +177,14 @@ async fn stream_rows(
         .await
         .map_err(pg_error)?;
     pin_mut!(rows);
-    let mut sizer = BatchSizer::new(query.batches);
     let mut pacer = Pacer::new(query.yield_to.clone());
-    let new_columns = |cap: usize| -> Vec<Column> {
+    let mut batches = Batcher::new(schema.clone(), query.batches, |cap: usize| {
         types
             .iter()
             .zip(schema.fields())
             .map(|(t, f)| Column::new(*t, f, cap))
-            .collect()
-    };
-    let mut columns = new_columns(sizer.target());
+            .collect::<Vec<Column>>()
+    });
     while let Some(row) = rows.next().await {
         let row = row.map_err(pg_error)?;
         // The row stream is a futures channel, invisible to tokio's cooperative
@@ -194,35 +193,17 @@ async fn stream_rows(
         tokio::task::consume_budget().await;
         pacer.row().await;
         let mut bytes = 0;
-        for (i, col) in columns.iter_mut().enumerate() {
+        for (i, col) in batches.columns().iter_mut().enumerate() {
             let raw: Option<Raw> = row
                 .try_get(i)
                 .map_err(|e| ConnectorError::Internal(e.to_string()))?;
             bytes += raw.as_ref().map_or(0, |r| r.0.len());
-            col.append(raw.map(|r| r.0)).map_err(|message| {
-                ConnectorError::Unsupported(format!(
-                    "column {:?}: {message}",
-                    schema.field(i).name()
-                ))
-            })?;
+            col.append(raw.map(|r| r.0))
+                .map_err(|message| value_error(&schema, i, message))?;
         }
-        if sizer.row(bytes) {
-            let batch = finish(&schema, &mut columns)?;
-            sizer.record(&batch);
-            sink.send(Output::Batch(batch)).await?;
-            columns = new_columns(sizer.target());
-        }
+        batches.row_done(bytes, sink).await?;
     }
-    if sizer.pending() {
-        sink.send(Output::Batch(finish(&schema, &mut columns)?))
-            .await?;
-    }
-    Ok(())
-}
-
-fn finish(schema: &SchemaRef, columns: &mut [Column]) -> Result<RecordBatch, ConnectorError> {
-    let arrays = columns.iter_mut().map(Column::finish).collect();
-    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+    batches.finish(sink).await
 }
 
 #[async_trait]

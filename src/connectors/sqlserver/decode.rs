@@ -352,6 +352,12 @@ pub fn value_bytes(v: &ColumnData<'_>) -> usize {
     }
 }
 
+impl crate::connectors::ColumnBuilder for Column {
+    fn finish(&mut self) -> ArrayRef {
+        Column::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

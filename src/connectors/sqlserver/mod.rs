@@ -24,7 +24,9 @@ use tracing::{debug, warn};
 
 use super::params::Param;
 use super::priority::Pacer;
-use super::{BatchSink, BatchSizer, Connector, ConnectorError, Described, Output, QuerySpec};
+use super::{
+    BatchSink, Batcher, Connector, ConnectorError, Described, Output, QuerySpec, value_error,
+};
 use crate::config::agent::{DbTlsMode, ServerSource};
 use crate::protocol::catalog::TableInfo;
 use crate::protocol::pb::Mode;
@@ -400,11 +402,6 @@ fn layout(
     (Arc::new(Schema::new(fields)), types)
 }
 
-fn finish(schema: &SchemaRef, columns: &mut [Column]) -> Result<RecordBatch, ConnectorError> {
-    let arrays = columns.iter_mut().map(Column::finish).collect();
-    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
-}
-
 /// What became of a statement's results once its first result set was read.
 enum Ended {
     /// The server sent everything.
@@ -428,60 +425,46 @@ async fn stream_rows(
         .query(query.sql.as_str(), &refs)
         .await
         .map_err(ms_error)?;
-    let mut sizer = BatchSizer::new(query.batches);
     let mut pacer = Pacer::new(query.yield_to.clone());
-    let mut current: Option<(SchemaRef, Vec<SqlType>, Vec<Column>)> = None;
+    // The first result set's schema and batches, once its metadata arrived.
+    let mut current = None;
     let mut ended = Ended::Drained;
     while let Some(item) = stream.try_next().await.map_err(ms_error)? {
         match item {
             QueryItem::Metadata(meta) if meta.result_index() == 0 => {
                 let (schema, types) = layout(meta.columns(), described.as_deref());
                 sink.send(Output::Schema(schema.clone())).await?;
-                let columns = types
-                    .iter()
-                    .map(|t| Column::new(*t, sizer.target()))
-                    .collect();
-                current = Some((schema, types, columns));
+                let batches = Batcher::new(schema.clone(), query.batches, move |cap: usize| {
+                    types
+                        .iter()
+                        .map(|t| Column::new(*t, cap))
+                        .collect::<Vec<Column>>()
+                });
+                current = Some((schema, batches));
             }
             QueryItem::Metadata(_) => {
                 ended = Ended::MoreResults;
                 break;
             }
             QueryItem::Row(row) => {
-                let Some((schema, types, columns)) = current.as_mut() else {
+                let Some((schema, batches)) = current.as_mut() else {
                     continue;
                 };
                 tokio::task::consume_budget().await;
                 pacer.row().await;
                 let mut bytes = 0;
-                for (i, (col, v)) in columns.iter_mut().zip(row).enumerate() {
+                for (i, (col, v)) in batches.columns().iter_mut().zip(row).enumerate() {
                     bytes += value_bytes(&v);
-                    col.append(v).map_err(|message| {
-                        ConnectorError::Unsupported(format!(
-                            "column {:?}: {message}",
-                            schema.field(i).name()
-                        ))
-                    })?;
+                    col.append(v)
+                        .map_err(|message| value_error(schema, i, message))?;
                 }
-                if sizer.row(bytes) {
-                    let batch = finish(schema, columns)?;
-                    sizer.record(&batch);
-                    sink.send(Output::Batch(batch)).await?;
-                    *columns = types
-                        .iter()
-                        .map(|t| Column::new(*t, sizer.target()))
-                        .collect();
-                }
+                batches.row_done(bytes, sink).await?;
             }
         }
     }
     drop(stream);
-    match current.as_mut() {
-        Some((schema, _, columns)) => {
-            if sizer.pending() {
-                sink.send(Output::Batch(finish(schema, columns)?)).await?;
-            }
-        }
+    match current {
+        Some((_, batches)) => batches.finish(sink).await?,
         // No result set at all (a statement that returns none).
         None => {
             let schema = Arc::new(Schema::empty());
